@@ -1,0 +1,42 @@
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED ?= ../shared
+
+.PHONY: install test test-fast test-slow lint format train reproduce bench clean
+
+install:  ## create .venv and install st-hybrid with its dev tools (torch CPU wheel first)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+
+test:  ## the full suite (fast tests plus the slow end-to-end runs), as CI runs it
+	$(PY) -m pytest -q
+
+test-fast:  ## the fast suite only
+	$(PY) -m pytest -q -m "not slow"
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+train:  ## the main job: fine-tune multilingual-e5-small on MLQA-R, evaluate on XQuAD-R (offline)
+	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
+	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/default.yaml --model $$BASE_MODEL
+
+reproduce:  ## mono / cross / hybrid / mixed comparison at CPU scale, 3 seeds
+	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
+	$(PY) examples/reproduce.py --config examples/configs/reproduce_cpu.yaml --model $$BASE_MODEL
+
+bench:
+	$(PY) benchmarks/sampler.py
+	$(PY) benchmarks/evaluator.py
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
