@@ -1,0 +1,394 @@
+"""Parallel QA data: LAReQA loading and training pairs with language metadata.
+
+Two views of the same files:
+
+* the **parallel table** (:func:`load_parallel`, :func:`load_lareqa`): one row per (parallel id,
+  language) with the question, its answer sentence and the paragraph. Training pairs are built from it.
+* the **retrieval corpus** (:func:`load_lareqa_retrieval`): LAReQA-style queries, every sentence of
+  every paragraph as a candidate, and each query's relevant candidates in every language.
+
+Training pairs (:func:`build_training_pairs`) carry text columns ``query`` and ``passage`` plus the
+metadata columns in :data:`METADATA_COLUMNS`, which :class:`~st_hybrid.HybridBatchSampler` reads and
+the trainer keeps away from the data collator.
+
+Usage:
+    >>> from st_hybrid.data import load_lareqa, build_training_pairs
+    >>> parallel = load_lareqa("../shared/data/mlqa-r")  # doctest: +SKIP
+    >>> pairs = build_training_pairs(parallel, cross_partners=2)  # doctest: +SKIP
+    >>> pairs.column_names  # doctest: +SKIP
+    ['query', 'passage', 'query_language', 'passage_language', 'parallel_id', 'source']
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, load_dataset
+
+__all__ = [
+    "METADATA_COLUMNS",
+    "PARALLEL_COLUMNS",
+    "RetrievalCorpus",
+    "build_training_pairs",
+    "load_lareqa",
+    "load_lareqa_retrieval",
+    "load_parallel",
+    "load_tatoeba",
+]
+
+#: Metadata columns of a training-pairs dataset; ``source`` is optional.
+METADATA_COLUMNS = ("query_language", "passage_language", "parallel_id", "source")
+#: Columns a parallel table must have (``context`` and ``source`` are optional).
+PARALLEL_COLUMNS = ("parallel_id", "language", "question", "answer")
+
+
+# ---------------------------------------------------------------------------------------------
+# LAReQA files
+# ---------------------------------------------------------------------------------------------
+def _lareqa_files(path: str | Path, languages: Sequence[str] | None) -> dict[str, Path]:
+    """Map language code -> JSON file for a LAReQA folder (``xx.json`` per language) or one file."""
+    path = Path(path)
+    if path.is_file():
+        files = {path.stem: path}
+    elif path.is_dir():
+        files = {p.stem: p for p in sorted(path.glob("*.json"))}
+    else:
+        raise FileNotFoundError(
+            f"No LAReQA data at {path}: pass a folder of <language>.json files or one file."
+        )
+    if not files:
+        raise FileNotFoundError(
+            f"{path} holds no <language>.json files (LAReQA format, e.g. ../shared/data/xquad-r)."
+        )
+    if languages is not None:
+        unknown = sorted(set(languages) - set(files))
+        if unknown:
+            raise ValueError(f"Languages {unknown} are not in {path}; available: {sorted(files)}.")
+        files = {lang: files[lang] for lang in languages}
+    return files
+
+
+def _iter_paragraphs(file: Path, max_articles: int | None):
+    """Yield (article index, paragraph index, paragraph dict) from a SQuAD-style JSON file."""
+    data = json.loads(file.read_text(encoding="utf-8"))["data"]
+    for article_index, article in enumerate(data[:max_articles]):
+        for paragraph_index, paragraph in enumerate(article["paragraphs"]):
+            if "sentences" not in paragraph or "sentence_breaks" not in paragraph:
+                raise ValueError(
+                    f"{file}: paragraphs need 'sentences' and 'sentence_breaks' (LAReQA format); "
+                    "plain SQuAD files have no sentence segmentation."
+                )
+            yield article_index, paragraph_index, paragraph
+
+
+def _answer_sentence_index(paragraph: dict, answer_start: int) -> int:
+    """Index of the sentence whose character span holds the answer start (LAReQA's relevance rule)."""
+    starts = [start for start, _ in paragraph["sentence_breaks"]]
+    # The last sentence starting at or before the answer: robust to answers that begin on a break.
+    return max(int(np.searchsorted(starts, answer_start, side="right")) - 1, 0)
+
+
+def load_lareqa(
+    path: str | Path,
+    languages: Sequence[str] | None = None,
+    max_articles: int | None = None,
+    source: str | None = None,
+) -> Dataset:
+    """Load LAReQA files (XQuAD-R, MLQA-R) as a parallel table.
+
+    Args:
+        path: A folder of ``<language>.json`` files or a single file (named after its language).
+        languages: Languages to keep; all files in the folder by default.
+        max_articles: Keep only the first N articles of each file (a quick subset).
+        source: Value of the ``source`` column; the folder name by default.
+
+    Returns:
+        A dataset with one row per (question, language): ``parallel_id``, ``language``, ``question``,
+        ``answer`` (the answer sentence), ``context`` (the paragraph) and ``source``.
+    """
+    files = _lareqa_files(path, languages)
+    source = source or Path(path).name
+    rows: dict[str, list] = {name: [] for name in (*PARALLEL_COLUMNS, "context", "source")}
+    for language, file in files.items():
+        for _, _, paragraph in _iter_paragraphs(file, max_articles):
+            for qa in paragraph["qas"]:
+                sentence = _answer_sentence_index(paragraph, qa["answers"][0]["answer_start"])
+                rows["parallel_id"].append(str(qa["id"]))
+                rows["language"].append(language)
+                rows["question"].append(qa["question"])
+                rows["answer"].append(paragraph["sentences"][sentence])
+                rows["context"].append(paragraph["context"])
+                rows["source"].append(source)
+    return Dataset.from_dict(rows)
+
+
+def load_tatoeba(
+    path: str | Path,
+    languages: Sequence[str] | None = None,
+    max_per_language: int | None = None,
+) -> Dataset:
+    """Load the LASER Tatoeba test set (``tatoeba.xxx-eng.{xxx,eng}``) as a parallel table.
+
+    Each line pair becomes two rows sharing a parallel id: the sentence in ``xxx`` and its English
+    translation, with ``question == answer`` (bitext has no questions). Mono pairs built from it are
+    identity pairs, so train on Tatoeba with the ``cross`` strategy or use it for bitext evaluation.
+    The English side differs per language file, so parallel ids are per language pair.
+
+    Args:
+        path: The Tatoeba folder (e.g. ``../shared/data/tatoeba``).
+        languages: Non-English language codes to keep (``deu``, ``fra``, ...); all by default.
+        max_per_language: Keep at most this many sentence pairs per language.
+    """
+    path = Path(path)
+    available = sorted(p.name.split(".")[1].split("-")[0] for p in path.glob("tatoeba.*-eng.eng"))
+    if not available:
+        raise FileNotFoundError(f"No tatoeba.xxx-eng.* files in {path}.")
+    chosen = list(languages) if languages is not None else available
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise ValueError(f"Tatoeba languages {unknown} are not in {path}; available: {available}.")
+    rows: dict[str, list] = {name: [] for name in (*PARALLEL_COLUMNS, "source")}
+    for language in chosen:
+        foreign = (path / f"tatoeba.{language}-eng.{language}").read_text(encoding="utf-8").splitlines()
+        english = (path / f"tatoeba.{language}-eng.eng").read_text(encoding="utf-8").splitlines()
+        for line, (text_xx, text_en) in enumerate(list(zip(foreign, english))[:max_per_language]):
+            for lang, text in ((language, text_xx), ("eng", text_en)):
+                rows["parallel_id"].append(f"{language}-eng/{line}")
+                rows["language"].append(lang)
+                rows["question"].append(text)
+                rows["answer"].append(text)
+                rows["source"].append("tatoeba")
+    return Dataset.from_dict(rows)
+
+
+def load_parallel(
+    source: str | Path | Dataset,
+    languages: Sequence[str] | None = None,
+    split: str = "train",
+    max_articles: int | None = None,
+) -> Dataset:
+    """Load a parallel table from a LAReQA folder/file, a ``datasets.Dataset``, a data file or a Hub id.
+
+    Args:
+        source: A LAReQA folder or ``.json`` file; a ``Dataset``; a local ``.parquet``/``.jsonl``/``.csv``
+            file; or a Hub dataset id. All but LAReQA need the columns in :data:`PARALLEL_COLUMNS`.
+        languages: Languages to keep.
+        split: Split to load from a Hub id or data file.
+        max_articles: For LAReQA sources, keep only the first N articles per language.
+    """
+    if isinstance(source, Dataset):
+        dataset = source
+    else:
+        path = Path(source)
+        if path.is_dir() or path.suffix == ".json":
+            return load_lareqa(path, languages=languages, max_articles=max_articles)
+        if path.is_file():
+            builder = {".parquet": "parquet", ".jsonl": "json", ".csv": "csv"}.get(path.suffix)
+            if builder is None:
+                raise ValueError(
+                    f"Unsupported data file {path}: use .json (LAReQA), .jsonl, .parquet or .csv."
+                )
+            dataset = load_dataset(builder, data_files=str(path), split=split)
+        else:
+            dataset = load_dataset(str(source), split=split)  # a Hub id
+    missing = [c for c in PARALLEL_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"The parallel dataset lacks columns {missing}; it needs {list(PARALLEL_COLUMNS)} "
+            "(one row per parallel id and language; rows of one id are translations of each other)."
+        )
+    if languages is not None:
+        keep = set(languages)
+        dataset = dataset.filter(lambda batch: [lang in keep for lang in batch["language"]], batched=True)
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------
+# Training pairs
+# ---------------------------------------------------------------------------------------------
+def _group_by_parallel_id(parallel_ids: np.ndarray, rng: np.random.Generator):
+    """Order rows by parallel id (randomly within an id); return order, group start and size per row."""
+    order = np.lexsort((rng.random(len(parallel_ids)), parallel_ids))
+    sorted_ids = parallel_ids[order]
+    is_start = np.ones(len(order), dtype=bool)
+    is_start[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    group_starts = np.flatnonzero(is_start)
+    group_sizes = np.diff(np.append(group_starts, len(order)))
+    group_of_row = np.cumsum(is_start) - 1
+    return order, group_starts[group_of_row], group_sizes[group_of_row]
+
+
+def _cross_pair_indices(
+    parallel_ids: np.ndarray, languages: np.ndarray, cross_partners: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, passage row) index pairs across languages within each parallel id.
+
+    Rows of an id sit in random order; row j's partners are the next k rows of its id, cyclically,
+    so every row gets min(k, size - 1) distinct random partners with O(rows * k) numpy work.
+    """
+    order, starts, sizes = _group_by_parallel_id(parallel_ids, np.random.default_rng(seed))
+    position = np.arange(len(order)) - starts
+    max_shift = int(sizes.max()) - 1 if len(sizes) else 0
+    shifts = range(1, (max_shift if cross_partners is None else min(cross_partners, max_shift)) + 1)
+    queries, passages = [], []
+    for shift in shifts:
+        valid = shift < sizes
+        partner = order[starts + (position + shift) % sizes]
+        queries.append(order[valid])
+        passages.append(partner[valid])
+    if not queries:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    queries, passages = np.concatenate(queries), np.concatenate(passages)
+    different = languages[queries] != languages[passages]  # duplicates of one language are not cross
+    return queries[different], passages[different]
+
+
+def build_training_pairs(
+    parallel: Dataset,
+    cross_partners: int | None = 2,
+    include_mono: bool = True,
+    seed: int = 0,
+) -> Dataset:
+    """Build (query, passage) training pairs with language metadata from a parallel table.
+
+    Every row gives one **mono** pair (its question with its own answer) and up to ``cross_partners``
+    **cross** pairs (its question with the answer of the same parallel id in another language, partner
+    languages drawn at random). With L languages per id that is ``L * (1 + k)`` pairs per id instead
+    of the ``L * L`` of all combinations, which explodes for many languages (250 languages: 62,500
+    pairs per id). ``cross_partners=None`` materializes every combination.
+
+    Args:
+        parallel: A parallel table (see :func:`load_parallel`).
+        cross_partners: Cross-lingual partners per row (``None``: all other languages of the id).
+        include_mono: Whether to include the mono pairs.
+        seed: Seed for the choice of partner languages.
+
+    Returns:
+        A dataset with ``query``, ``passage``, ``query_language``, ``passage_language``,
+        ``parallel_id`` and ``source`` (``"default"`` when the table has none).
+    """
+    missing = [c for c in PARALLEL_COLUMNS if c not in parallel.column_names]
+    if missing:
+        raise ValueError(
+            f"The parallel table lacks columns {missing}; build it with st_hybrid.data.load_parallel."
+        )
+    if cross_partners is not None and cross_partners < 0:
+        raise ValueError(f"cross_partners must be >= 0 or None (all partners), got {cross_partners}.")
+    table = parallel.select_columns([c for c in (*PARALLEL_COLUMNS, "source") if c in parallel.column_names])
+    columns = table.to_dict()
+    parallel_ids = np.asarray(columns["parallel_id"], dtype=object).astype(str)
+    languages = np.asarray(columns["language"], dtype=object).astype(str)
+    sources = np.asarray(columns.get("source") or ["default"] * len(table), dtype=object)
+
+    query_rows, passage_rows = _cross_pair_indices(parallel_ids, languages, cross_partners, seed)
+    if include_mono:
+        mono = np.arange(len(table))
+        query_rows, passage_rows = np.concatenate([mono, query_rows]), np.concatenate([mono, passage_rows])
+    if len(query_rows) == 0:
+        raise ValueError(
+            "No training pairs: enable include_mono or give ids that exist in several languages."
+        )
+
+    questions = np.asarray(columns["question"], dtype=object)
+    answers = np.asarray(columns["answer"], dtype=object)
+    return Dataset.from_dict(
+        {
+            "query": questions[query_rows].tolist(),
+            "passage": answers[passage_rows].tolist(),
+            "query_language": languages[query_rows].tolist(),
+            "passage_language": languages[passage_rows].tolist(),
+            "parallel_id": parallel_ids[query_rows].tolist(),
+            "source": sources[query_rows].astype(str).tolist(),
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Retrieval corpus (evaluation)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetrievalCorpus:
+    """Queries, candidates and relevance for language-aware retrieval evaluation.
+
+    Lists of one kind are aligned (``query_texts[i]`` belongs to ``query_ids[i]``). ``relevant`` maps a
+    query id to the ids of its relevant candidates, in every language.
+    """
+
+    query_ids: list[str]
+    query_texts: list[str]
+    query_languages: list[str]
+    query_parallel_ids: list[str]
+    candidate_ids: list[str]
+    candidate_texts: list[str]
+    candidate_languages: list[str]
+    relevant: dict[str, set[str]] = field(repr=False)
+
+    @property
+    def languages(self) -> list[str]:
+        """Languages of the queries and candidates, sorted."""
+        return sorted(set(self.query_languages) | set(self.candidate_languages))
+
+    def __repr__(self) -> str:
+        return (
+            f"RetrievalCorpus(languages={self.languages}, queries={len(self.query_ids)}, "
+            f"candidates={len(self.candidate_ids)})"
+        )
+
+
+def load_lareqa_retrieval(
+    path: str | Path,
+    languages: Sequence[str] | None = None,
+    max_articles: int | None = None,
+) -> RetrievalCorpus:
+    """Load LAReQA files as a retrieval corpus (queries, candidate sentences, relevance).
+
+    Candidates are every sentence of every paragraph in every language (XQuAD-R: 13,014; MLQA-R:
+    20,534). A query's relevant candidates are the answer sentences of its parallel id in all loaded
+    languages (XQuAD-R: 11 each; MLQA-R: 2-4). Ids: queries ``"<lang>/<qas id>"``, candidates
+    ``"<lang>/<article>/<paragraph>/<sentence>"``.
+
+    Args:
+        path: A folder of ``<language>.json`` files or one file.
+        languages: Languages to load; all by default.
+        max_articles: Keep the first N articles of each file (XQuAD-R files are article-aligned, so this
+            keeps a parallel subset; MLQA-R files are not, so there it also drops relevant answers).
+    """
+    files = _lareqa_files(path, languages)
+    queries: dict[str, list[str]] = defaultdict(list)
+    candidates: dict[str, list[str]] = defaultdict(list)
+    answers_of_id: dict[str, set[str]] = defaultdict(set)
+    for language, file in files.items():
+        for article, paragraph_index, paragraph in _iter_paragraphs(file, max_articles):
+            prefix = f"{language}/{article}/{paragraph_index}"
+            for sentence_index, sentence in enumerate(paragraph["sentences"]):
+                candidates["id"].append(f"{prefix}/{sentence_index}")
+                candidates["text"].append(sentence)
+                candidates["language"].append(language)
+            for qa in paragraph["qas"]:
+                sentence_index = _answer_sentence_index(paragraph, qa["answers"][0]["answer_start"])
+                parallel_id = str(qa["id"])
+                answers_of_id[parallel_id].add(f"{prefix}/{sentence_index}")
+                queries["id"].append(f"{language}/{parallel_id}")
+                queries["text"].append(qa["question"])
+                queries["language"].append(language)
+                queries["parallel_id"].append(parallel_id)
+    if not queries["id"]:
+        raise ValueError(
+            f"No questions found in {path} (languages={languages}, max_articles={max_articles})."
+        )
+    relevant = {qid: answers_of_id[pid] for qid, pid in zip(queries["id"], queries["parallel_id"])}
+    return RetrievalCorpus(
+        query_ids=queries["id"],
+        query_texts=queries["text"],
+        query_languages=queries["language"],
+        query_parallel_ids=queries["parallel_id"],
+        candidate_ids=candidates["id"],
+        candidate_texts=candidates["text"],
+        candidate_languages=candidates["language"],
+        relevant=relevant,
+    )

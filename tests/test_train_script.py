@@ -1,0 +1,139 @@
+"""examples/train.py end to end: a tiny model through the real script (single process, 2 processes, resume),
+and a slow run with the real multilingual-e5-small."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "examples" / "train.py"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _flags(model: str, output_dir: Path, shared_data: Path, **overrides) -> list[str]:
+    settings = {
+        "model": model,
+        "train_data": f"[{shared_data / 'mlqa-r'}]",
+        "train_languages": "[en, de, es]",
+        "max_train_pairs": 600,
+        "batch_size": 8,
+        "max_steps": 6,
+        "save_steps": 3,
+        "logging_steps": 3,
+        "eval_data": str(shared_data / "xquad-r"),
+        "eval_languages": "[en, de, es, el]",
+        "eval_max_articles": 1,
+        "eval_batch_size": 32,
+        "max_seq_length": 48,
+        "output_dir": str(output_dir),
+        "seed": 7,
+    }
+    settings.update(overrides)
+    flags = []
+    for key, value in settings.items():
+        flags += ["--" + key.replace("_", "-"), str(value)]
+    return flags
+
+
+def _run(command: list[str], cwd: Path = ROOT, timeout: int = 600) -> str:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout + result.stderr
+
+
+def _embeddings(model_dir: Path) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_dir)).encode(["query: wer war das?", "passage: Paris ist schön."])
+
+
+def test_train_script_writes_model_metrics_and_card(tiny_model_path, shared_data, tmp_path):
+    out = tmp_path / "run"
+    log = _run([sys.executable, str(TRAIN), *_flags(tiny_model_path, out, shared_data)])
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["global_step"] == 6
+    assert results["config"]["strategy"] == "hybrid"
+    for stage in ("before", "after"):
+        metrics = results[stage]["metrics"]
+        assert 0.0 < metrics["multi_map"] <= 1.0
+        assert metrics["rank_distance"] >= 0.0
+        assert (out / "eval" / stage / "xquad-r_pair_map.png").stat().st_size > 1000
+    assert results["before"]["metrics"] != results["after"]["metrics"]  # training moved the model
+    assert "multi_map" in log and "before" in log  # the before/after table is printed
+
+    # The model loads with plain sentence-transformers; its card describes the run.
+    assert _embeddings(out / "model").shape == (2, 32)
+    card = (out / "model" / "README.md").read_text()
+    assert "hybrid" in card.lower() and "xquad-r" in card.lower()
+    assert f"{results['after']['metrics']['multi_map']:.4f}"[:5] in card
+
+
+def test_resume_continues_the_same_run(tiny_model_path, shared_data, tmp_path):
+    """An interrupted run resumed from its checkpoint ends with the same weights as an uninterrupted one."""
+    full, interrupted = tmp_path / "full", tmp_path / "interrupted"
+    common = {"eval_data": "null", "evaluate_before": "false"}
+    _run([sys.executable, str(TRAIN), *_flags(tiny_model_path, full, shared_data, **common)])
+
+    # Interrupt after the first checkpoint: stop at step 3, then resume towards step 6.
+    _run([sys.executable, str(TRAIN), *_flags(tiny_model_path, interrupted, shared_data, **common)])
+    shutil.rmtree(interrupted / "checkpoints" / "checkpoint-6")
+    shutil.rmtree(interrupted / "model")
+    _run(
+        [sys.executable, str(TRAIN), *_flags(tiny_model_path, interrupted, shared_data, **common), "--resume"]
+    )
+
+    resumed = json.loads((interrupted / "results.json").read_text())
+    assert resumed["resumed"] is True and resumed["global_step"] == 6
+    np.testing.assert_allclose(_embeddings(interrupted / "model"), _embeddings(full / "model"), atol=1e-5)
+
+
+def test_unknown_config_key_names_the_valid_ones(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("strategi: hybrid\n")
+    result = subprocess.run(
+        [sys.executable, str(TRAIN), "--config", str(config)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode != 0
+    assert "Unknown config keys ['strategi']" in result.stderr and "strategy" in result.stderr
+
+
+@pytest.mark.slow
+def test_train_script_under_accelerate_two_processes(tiny_model_path, shared_data, tmp_path):
+    out = tmp_path / "ddp"
+    accelerate = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+    _run([*accelerate, str(TRAIN), *_flags(tiny_model_path, out, shared_data, evaluate_before="false")])
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_processes"] == 2
+    assert results["global_step"] == 6
+    assert 0.0 < results["after"]["metrics"]["multi_map"] <= 1.0
+    assert _embeddings(out / "model").shape == (2, 32)
+
+
+@pytest.mark.slow
+def test_train_script_with_real_multilingual_e5_small(shared_data, tmp_path):
+    """The real model, a few steps: training moves it and the numbers stay in a sane range."""
+    tool = ROOT.parent / "shared" / "tools" / "offline-model"
+    model = subprocess.run(
+        [str(tool), sys.executable], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    out = tmp_path / "e5"
+    flags = _flags(
+        model, out, shared_data, max_steps=3, save_steps=3, batch_size=8, eval_languages="[en, de]"
+    )
+    _run([sys.executable, str(TRAIN), *flags, "--freeze-embeddings", "true"])
+    results = json.loads((out / "results.json").read_text())
+    before, after = results["before"]["metrics"], results["after"]["metrics"]
+    # Zero-shot e5-small is a real retriever: far above chance on a 1-article pool.
+    assert before["mono_map"] > 0.5 and before["multi_map"] > 0.3
+    assert abs(after["multi_map"] - before["multi_map"]) < 0.2
+    assert after != before
