@@ -60,10 +60,8 @@ def run_grid(args) -> dict:
     rows = {"zero-shot": [zero_shot["metrics"]]}
     for label, config in _grid(base, args, all_languages):
         report_file = Path(config.output_dir) / "results.json"
-        if report_file.exists():  # finished before an interruption: keep it
-            results = json.loads(report_file.read_text())
-        else:
-            results = train.run(config)
+        # A run finished before an interruption is kept, so a re-run resumes the grid.
+        results = json.loads(report_file.read_text()) if report_file.exists() else train.run(config)
         rows.setdefault(label, []).append(results["after"]["metrics"])
     return {"config": dataclasses.asdict(base), "seeds": args.seeds, "rows": rows}
 
