@@ -301,8 +301,9 @@ def run(config: TrainConfig) -> dict:
         if config.push_to_hub:
             from st_hybrid.hub import publish_model
 
-            url = publish_model(model_dir, config.push_to_hub, private=config.hub_private)
-            print(f"Pushed to {url}")
+            # The card written above (with this repo id in its usage snippet) is uploaded as is.
+            published = publish_model(model_dir, config.push_to_hub, private=config.hub_private)
+            print(f"Pushed to {published.url}")
     state.wait_for_everyone()
     return results
 
@@ -335,7 +336,7 @@ def write_model_card(config: TrainConfig, model_dir: Path, results: dict, output
         training_notes=_before_after_note(config, results),
     )
     reports = [output_dir / "eval" / "after" / f"{config.eval_name}_metrics.json"] if results["after"] else []
-    render(model_dir, info, reports)
+    render(model_dir, info, reports, repo_id=config.push_to_hub)
 
 
 def _before_after_note(config: TrainConfig, results: dict) -> str | None:
