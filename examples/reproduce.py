@@ -105,18 +105,42 @@ def summarize(rows: dict) -> dict:
     return summary
 
 
+def _cell(stats: dict, metric: str, signed: bool = False) -> str:
+    digits = 1 if metric == "rank_distance" else 4
+    sign = "+" if signed else ""
+    mean = f"{stats['mean']:{sign}.{digits}f}"
+    return f"{mean} ± {stats['std']:.{digits}f}" if stats["n"] > 1 else mean
+
+
 def markdown_table(summary: dict, name: str) -> str:
     header = f"| model | {name} mono mAP | cross mAP | multi mAP | rank distance (lower is better) | seeds |"
     lines = [header, "|---|---|---|---|---|---|"]
     for label, metrics in summary.items():
+        cells = " | ".join(_cell(metrics[metric], metric) for metric in COLUMNS)
+        lines.append(f"| {label} | {cells} | {metrics['mono_map']['n']} |")
+    return "\n".join(lines)
+
+
+def differences(summary: dict, reference: str = "hybrid") -> str:
+    """Each strategy against the zero-shot model and the reference strategy against the others.
+
+    A difference counts as real ("**") only when it exceeds the sum of both rows' seed standard
+    deviations: a rough but honest bar for 3 seeds.
+    """
+    trained = [label for label in summary if label != "zero-shot"]
+    lines = ["| comparison | mono mAP | cross mAP | multi mAP | rank distance |", "|---|---|---|---|---|"]
+    pairs = [(label, "zero-shot") for label in trained]
+    if reference in summary:
+        pairs += [(reference, label) for label in trained if label != reference]
+    for left, right in pairs:
         cells = []
         for metric in COLUMNS:
-            m = metrics[metric]
+            a, b = summary[left][metric], summary[right][metric]
+            diff = a["mean"] - b["mean"]
+            real = abs(diff) > a["std"] + b["std"] and a["n"] > 1
             digits = 1 if metric == "rank_distance" else 4
-            cells.append(
-                f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}" if m["n"] > 1 else f"{m['mean']:.{digits}f}"
-            )
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {metrics['mono_map']['n']} |")
+            cells.append(f"{diff:+.{digits}f}" + (" **" if real else ""))
+        lines.append(f"| {left} − {right} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -148,6 +172,8 @@ def main(argv=None):
     root = Path(grid["config"]["output_dir"])
     summary = summarize(grid["rows"])
     table = markdown_table(summary, grid["config"]["eval_name"])
+    table += "\n\nDifferences (** = larger than the two rows' seed standard deviations added):\n\n"
+    table += differences(summary)
     (root / "comparison.md").write_text(table + "\n")
     (root / "comparison.json").write_text(json.dumps({**grid, "summary": summary}, indent=2))
     plot(summary, root / "comparison.png")

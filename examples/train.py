@@ -224,10 +224,11 @@ def cached_evaluation(evaluator, model, folder: Path) -> dict:
 
 
 def format_before_after(before: dict | None, after: dict) -> str:
+    if before is None:
+        return "\n".join(f"{name:<18}{after['metrics'][name]:>10.4f}" for name in HEADLINE_METRICS)
     lines = [f"{'metric':<18}{'before':>10}{'after':>10}{'delta':>10}"]
     for name in HEADLINE_METRICS:
-        new = after["metrics"][name]
-        old = before["metrics"][name] if before else float("nan")
+        old, new = before["metrics"][name], after["metrics"][name]
         lines.append(f"{name:<18}{old:>10.4f}{new:>10.4f}{new - old:>+10.4f}")
     return "\n".join(lines)
 
