@@ -162,6 +162,18 @@ def build_evaluator(config: TrainConfig):
     )
 
 
+def check_no_leakage(pairs, evaluator) -> None:
+    """Refuse to evaluate on text the model trained on: the scores would be inflated."""
+    passages = set(pairs["passage"]) & set(evaluator.candidate_texts)
+    queries = set(pairs["query"]) & set(evaluator.query_texts)
+    if passages or queries:
+        raise SystemExit(
+            f"{len(passages)} training passages and {len(queries)} training queries also appear in the "
+            f"evaluation set {evaluator.name!r}, e.g. {sorted(passages or queries)[0][:80]!r}. Evaluate on "
+            "data disjoint from training (e.g. train on MLQA-R, evaluate on XQuAD-R) or set eval_data: null."
+        )
+
+
 def build_loss(config: TrainConfig, model):
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
@@ -247,6 +259,8 @@ def run(config: TrainConfig) -> dict:
     model = load_model(config)
     pairs = build_pairs(config)
     evaluator = build_evaluator(config)
+    if evaluator is not None:
+        check_no_leakage(pairs, evaluator)
     logger.info("Training pairs: %d; strategy=%s alpha=%s", len(pairs), config.strategy, config.alpha)
 
     before = None

@@ -107,6 +107,14 @@ def test_unknown_config_key_names_the_valid_ones(tmp_path):
     assert "Unknown config keys ['strategi']" in result.stderr and "strategy" in result.stderr
 
 
+def test_evaluating_on_training_data_is_refused(tiny_model_path, shared_data, tmp_path):
+    flags = _flags(tiny_model_path, tmp_path / "leak", shared_data, train_data=f"[{shared_data / 'xquad-r'}]")
+    result = subprocess.run([sys.executable, str(TRAIN), *flags], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert "also appear in the evaluation set 'xquad-r'" in result.stderr
+    assert not (tmp_path / "leak" / "model").exists()  # refused before training
+
+
 @pytest.mark.slow
 def test_train_script_under_accelerate_two_processes(tiny_model_path, shared_data, tmp_path):
     out = tmp_path / "ddp"
