@@ -194,6 +194,14 @@ def build_loss(config: TrainConfig, model):
     raise SystemExit(f"Unknown loss {config.loss!r}: use 'mnrl' or 'cached_mnrl'.")
 
 
+def _ddp_backend() -> str | None:
+    """Without CUDA, transformers starts a process group only when told to use gloo (CPU multi-process)."""
+    import torch
+
+    launched_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return "gloo" if launched_distributed and not torch.cuda.is_available() else None
+
+
 def training_arguments(config: TrainConfig):
     from sentence_transformers import SentenceTransformerTrainingArguments
 
@@ -217,6 +225,7 @@ def training_arguments(config: TrainConfig):
         eval_steps=config.eval_steps if eval_every else None,
         report_to="none",
         dataloader_drop_last=True,
+        ddp_backend=_ddp_backend(),
     )
 
 
@@ -254,6 +263,9 @@ def run(config: TrainConfig) -> dict:
 
     from st_hybrid import HybridBatchSampler, HybridTrainer
 
+    # The training arguments set up the distributed state; a PartialState made before them would
+    # pin a single-process state on CPU-only machines.
+    args = training_arguments(config)
     state = PartialState()
     output_dir = Path(config.output_dir)
     model = load_model(config)
@@ -278,7 +290,7 @@ def run(config: TrainConfig) -> dict:
     )
     trainer = HybridTrainer(
         model=model,
-        args=training_arguments(config),
+        args=args,
         train_dataset=pairs,
         loss=build_loss(config, model),
         evaluator=evaluator if config.eval_steps else None,
