@@ -175,9 +175,10 @@ def load_parallel(
     """Load a parallel table from a LAReQA folder/file, a ``datasets.Dataset``, a data file or a Hub id.
 
     Args:
-        source: A LAReQA folder or ``.json`` file; a ``Dataset``; a local ``.parquet``/``.jsonl``/``.csv``
-            file; or a Hub dataset id. All but LAReQA need the columns in :data:`PARALLEL_COLUMNS`.
-        languages: Languages to keep.
+        source: A LAReQA folder or ``.json`` file; the Tatoeba folder (``tatoeba.xxx-eng.*`` files, see
+            :func:`load_tatoeba`); a ``Dataset``; a local ``.parquet``/``.jsonl``/``.csv`` file; or a Hub
+            dataset id. All but LAReQA and Tatoeba need the columns in :data:`PARALLEL_COLUMNS`.
+        languages: Languages to keep (for Tatoeba: the languages paired with English).
         split: Split to load from a Hub id or data file.
         max_articles: For LAReQA sources, keep only the first N articles per language.
     """
@@ -185,6 +186,9 @@ def load_parallel(
         dataset = source
     else:
         path = Path(source)
+        if path.is_dir() and any(path.glob("tatoeba.*-eng.eng")):
+            paired = [lang for lang in languages if lang != "eng"] if languages is not None else None
+            return load_tatoeba(path, languages=paired)
         if path.is_dir() or path.suffix == ".json":
             return load_lareqa(path, languages=languages, max_articles=max_articles)
         if path.is_file():
@@ -260,7 +264,8 @@ def build_training_pairs(
     **cross** pairs (its question with the answer of the same parallel id in another language, partner
     languages drawn at random). With L languages per id that is ``L * (1 + k)`` pairs per id instead
     of the ``L * L`` of all combinations, which explodes for many languages (250 languages: 62,500
-    pairs per id). ``cross_partners=None`` materializes every combination.
+    pairs per id). ``cross_partners=None`` materializes every combination. Identity pairs (query text
+    equal to passage text, e.g. the mono pairs of bitext like Tatoeba) teach nothing and are dropped.
 
     Args:
         parallel: A parallel table (see :func:`load_parallel`).
@@ -296,6 +301,12 @@ def build_training_pairs(
 
     questions = np.asarray(columns["question"], dtype=object)
     answers = np.asarray(columns["answer"], dtype=object)
+    informative = questions[query_rows] != answers[passage_rows]
+    query_rows, passage_rows = query_rows[informative], passage_rows[informative]
+    if len(query_rows) == 0:
+        raise ValueError(
+            "No training pairs: enable include_mono or give ids that exist in several languages."
+        )
     return Dataset.from_dict(
         {
             "query": questions[query_rows].tolist(),

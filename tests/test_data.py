@@ -149,3 +149,13 @@ def test_tatoeba_rows_pair_a_language_with_english(shared_data):
     assert len(table) == 40
     assert collections.Counter(table["language"]) == {"deu": 10, "fra": 10, "eng": 20}
     assert len(set(table["parallel_id"])) == 20
+
+
+def test_tatoeba_folder_through_load_parallel_gives_cross_pairs_only(shared_data):
+    table = load_parallel(shared_data / "tatoeba", languages=["deu", "fra", "eng"])
+    assert set(table["language"]) == {"deu", "fra", "eng"}
+    pairs = build_training_pairs(table.select(range(200)), cross_partners=1)
+    # Bitext has no questions: mono pairs would pair a sentence with itself and are dropped.
+    assert len(pairs) == 200
+    assert all(q != p for q, p in zip(pairs["query_language"], pairs["passage_language"]))
+    assert all(q != p for q, p in zip(pairs["query"], pairs["passage"]))
