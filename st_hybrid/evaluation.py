@@ -67,6 +67,7 @@ from st_hybrid.metrics import (
     build_relevance_layout,
     concatenate_ranks,
     rank_chunk,
+    select_languages,
     summarize_ranks,
 )
 
@@ -288,13 +289,7 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
         present = sorted(
             {str(query_languages[q]) for q in queries} | {str(corpus_languages[c]) for c in corpus}
         )
-        if languages is None:
-            languages = present
-        else:
-            languages = list(dict.fromkeys(str(lang) for lang in languages))
-            unknown = [lang for lang in languages if lang not in present]
-            if unknown:
-                raise ValueError(f"Unknown languages {unknown}: the queries and candidates have {present}.")
+        languages = select_languages(languages, present)
         selected = set(languages)
 
         # Candidates sorted by language (stable), so that each language is a contiguous block of columns.

@@ -54,6 +54,7 @@ __all__ = [
     "recall_at_k",
     "relevant_ranks",
     "relevant_ranks_from_scores",
+    "select_languages",
     "summarize_ranks",
 ]
 
@@ -454,6 +455,17 @@ def _sort_by_language(
     return order, inverse
 
 
+def select_languages(requested: Sequence[str] | None, present: Sequence[str]) -> list[str]:
+    """The requested languages (deduplicated, in order), or all present ones; unknown ones are an error."""
+    if requested is None:
+        return list(present)
+    languages = list(dict.fromkeys(str(lang) for lang in requested))
+    unknown = [lang for lang in languages if lang not in present]
+    if unknown:
+        raise ValueError(f"Unknown languages {unknown}: the queries and candidates have {list(present)}.")
+    return languages
+
+
 def evaluate_scores(
     scores: np.ndarray,
     relevant: Sequence[Sequence[int]],
@@ -502,14 +514,7 @@ def evaluate_scores(
         raise ValueError(f"{len(relevant)} relevance lists for {len(query_languages)} queries.")
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN.")
-    present = list(dict.fromkeys(query_languages + candidate_languages))
-    if languages is None:
-        languages = present
-    else:
-        languages = list(dict.fromkeys(str(lang) for lang in languages))
-        unknown = [lang for lang in languages if lang not in present]
-        if unknown:
-            raise ValueError(f"Unknown languages {unknown}; the data has {present}.")
+    languages = select_languages(languages, list(dict.fromkeys(query_languages + candidate_languages)))
     keep_columns = np.flatnonzero(np.isin(candidate_languages, languages))
     if keep_columns.size == 0:
         raise ValueError(f"No candidate in languages {languages}.")
