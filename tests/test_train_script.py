@@ -43,8 +43,8 @@ def _flags(model: str, output_dir: Path, shared_data: Path, **overrides) -> list
     return flags
 
 
-def _run(command: list[str], cwd: Path = ROOT, timeout: int = 600) -> str:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+def _run(command: list[str], cwd: Path = ROOT, timeout: int = 600, env: dict | None = None) -> str:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", **(env or {})}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout + result.stderr
@@ -105,6 +105,32 @@ def test_unknown_config_key_names_the_valid_ones(tmp_path):
     )
     assert result.returncode != 0
     assert "Unknown config keys ['strategi']" in result.stderr and "strategy" in result.stderr
+
+
+def test_push_to_hub_uploads_model_and_card(tiny_model_path, shared_data, tmp_path):
+    """--push-to-hub sends the trained model, its card (with this repo id) and the heatmap to the Hub."""
+    from hub_server import HubServer  # tests/ is on sys.path (rootdir conftest)
+
+    token = "hf_train_script_secret"
+    with HubServer(tokens={token}) as hub:
+        env = {
+            "HF_ENDPOINT": hub.url,
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_TOKEN": token,
+            "HF_HOME": str(tmp_path / "hf"),
+        }
+        out = tmp_path / "pushed"
+        flags = _flags(
+            tiny_model_path, out, shared_data, evaluate_before="false", push_to_hub="user/tiny-hybrid"
+        )
+        log = _run([sys.executable, str(TRAIN), *flags], env=env)
+        files = hub.files("user/tiny-hybrid")
+    assert "Pushed to" in log and token not in log
+    assert {"model.safetensors", "modules.json", "README.md", "assets/xquad-r_pair_map.png"} <= set(files)
+    card = files["README.md"].decode()
+    assert 'SentenceTransformer("user/tiny-hybrid")' in card
+    assert card == (out / "model" / "README.md").read_text()  # the local card, uploaded as is
+    assert token not in card
 
 
 def test_evaluating_on_training_data_is_refused(tiny_model_path, shared_data, tmp_path):
