@@ -74,7 +74,9 @@ def main(argv=None) -> float:
         "--model", help="sentence-transformers model folder or Hub id (default: tiny random BERT)"
     )
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=120)  # 30-step runs (~1.5 s) were dominated by setup noise
+    parser.add_argument(
+        "--steps", type=int, default=120
+    )  # 30-step runs (~1.5 s) were dominated by setup noise
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
