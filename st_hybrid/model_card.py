@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "DATASET_CARD_TEMPLATE",
@@ -178,8 +178,28 @@ def _version() -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Training facts
 # ---------------------------------------------------------------------------------------------------------------
+class _CardInfo:
+    """Strict loading shared by the card-info dataclasses: unknown keys are an error, not ignored."""
+
+    _kind: ClassVar[str] = "card"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        """Build from a dict (e.g. a YAML or JSON file); unknown keys raise a ``ValueError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown {cls._kind} field(s) {unknown}; known fields: {sorted(known)}.")
+        return cls(**dict(data))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike):
+        """Load from a ``.json`` or ``.yaml``/``.yml`` file."""
+        return cls.from_dict(_load_mapping(path))
+
+
 @dataclass
-class ModelCardInfo:
+class ModelCardInfo(_CardInfo):
     """Facts about how a model was trained, shown in its card.
 
     Args:
@@ -206,6 +226,7 @@ class ModelCardInfo:
         True
     """
 
+    _kind: ClassVar[str] = "model card"
     base_model: str | None = None
     strategy: str = "hybrid"
     alpha: float | None = 0.5
@@ -234,23 +255,9 @@ class ModelCardInfo:
         """A JSON-serializable dict of the fields."""
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelCardInfo:
-        """Build from a dict (e.g. a YAML or JSON file); unknown keys raise a ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown model card field(s) {unknown}; known fields: {sorted(known)}.")
-        return cls(**dict(data))
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> ModelCardInfo:
-        """Load from a ``.json`` or ``.yaml``/``.yml`` file."""
-        return cls.from_dict(_load_mapping(path))
-
 
 @dataclass
-class DatasetCardInfo:
+class DatasetCardInfo(_CardInfo):
     """Facts about a training-pairs or parallel dataset, shown in its dataset card.
 
     Args:
@@ -270,6 +277,7 @@ class DatasetCardInfo:
         'cc-by-sa-4.0'
     """
 
+    _kind: ClassVar[str] = "dataset card"
     pretty_name: str | None = None
     description: str | None = None
     source: str | None = None
@@ -280,20 +288,6 @@ class DatasetCardInfo:
     task_categories: list[str] = field(default_factory=lambda: ["sentence-similarity", "text-retrieval"])
     citation: str | None = None
     tags: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DatasetCardInfo:
-        """Build from a dict; unknown keys raise a ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown dataset card field(s) {unknown}; known fields: {sorted(known)}.")
-        return cls(**dict(data))
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> DatasetCardInfo:
-        """Load from a ``.json`` or ``.yaml``/``.yml`` file."""
-        return cls.from_dict(_load_mapping(path))
 
 
 def _load_mapping(path: str | os.PathLike) -> dict[str, Any]:
