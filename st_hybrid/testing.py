@@ -65,6 +65,41 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int):
     )
 
 
+def _bert(vocab_size: int, hidden_size: int, num_layers: int, max_seq_length: int):
+    from transformers import BertConfig, BertModel
+
+    return BertModel(
+        BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=max(1, hidden_size // 16),
+            intermediate_size=hidden_size * 2,
+            max_position_embeddings=max_seq_length + 2,
+        )
+    )
+
+
+def _mt5(vocab_size: int, hidden_size: int, num_layers: int, max_seq_length: int):
+    from transformers import MT5Config, MT5EncoderModel
+
+    heads = max(1, hidden_size // 16)
+    config = MT5Config(
+        vocab_size=vocab_size,
+        d_model=hidden_size,
+        d_kv=hidden_size // heads,
+        d_ff=hidden_size * 2,
+        num_layers=num_layers,
+        num_heads=heads,
+        pad_token_id=0,  # [PAD] is the first special token of the tiny vocabulary
+        decoder_start_token_id=0,
+    )
+    return MT5EncoderModel(config)
+
+
+_BACKBONES = {"bert": _bert, "mt5": _mt5}
+
+
 def build_tiny_model(
     output_dir: str | Path,
     *,
@@ -75,8 +110,9 @@ def build_tiny_model(
     max_seq_length: int = 64,
     seed: int = 0,
     prompts: dict[str, str] | None = None,
+    architecture: str = "bert",
 ) -> str:
-    """Build and save a tiny random sentence-transformers model (BERT + mean pooling + normalize).
+    """Build and save a tiny random sentence-transformers model (encoder + mean pooling + normalize).
 
     Args:
         output_dir: Folder to write the model to. Reused as is when it already holds a model.
@@ -87,6 +123,8 @@ def build_tiny_model(
         max_seq_length: Maximum number of tokens per input.
         seed: Seed of the random weight initialization.
         prompts: Named prompts stored with the model, e.g. ``{"query": "query: ", "document": "passage: "}``.
+        architecture: ``"bert"`` (a BERT encoder) or ``"mt5"`` (an mT5 config, which sentence-transformers
+            loads as ``MT5EncoderModel``: the encoder-only path of the mT5 family).
 
     Returns:
         The folder, loadable with ``SentenceTransformer(folder)``.
@@ -94,24 +132,19 @@ def build_tiny_model(
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from transformers import BertConfig, BertModel
 
+    if architecture not in _BACKBONES:
+        raise ValueError(f"Unknown architecture {architecture!r}; choose one of {sorted(_BACKBONES)}.")
     output_dir = Path(output_dir)
     if (output_dir / "modules.json").exists():
         return str(output_dir)
 
     backbone_dir = output_dir / "_backbone"
     tokenizer = _train_tokenizer(texts or DEFAULT_TOKENIZER_CORPUS, vocab_size)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=max(1, hidden_size // 16),
-        intermediate_size=hidden_size * 2,
-        max_position_embeddings=max_seq_length + 2,
-    )
     torch.manual_seed(seed)
-    BertModel(config).save_pretrained(backbone_dir)
+    _BACKBONES[architecture](len(tokenizer), hidden_size, num_layers, max_seq_length).save_pretrained(
+        backbone_dir
+    )
     tokenizer.save_pretrained(backbone_dir)
 
     transformer = Transformer(str(backbone_dir), max_seq_length=max_seq_length)
@@ -122,5 +155,7 @@ def build_tiny_model(
     for path in sorted(backbone_dir.iterdir()):
         path.unlink()
     backbone_dir.rmdir()
-    (output_dir / "st_hybrid_tiny.json").write_text(json.dumps({"seed": seed, "hidden_size": hidden_size}))
+    (output_dir / "st_hybrid_tiny.json").write_text(
+        json.dumps({"seed": seed, "hidden_size": hidden_size, "architecture": architecture})
+    )
     return str(output_dir)
