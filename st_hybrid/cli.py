@@ -98,7 +98,8 @@ def _run(args: argparse.Namespace) -> str:
     from st_hybrid.model_card import DatasetCardInfo, ModelCardInfo, write_model_card
 
     if args.command == "card":
-        info = ModelCardInfo.from_file(args.card_info) if args.card_info else ModelCardInfo()
+        # Without --card-info, the facts saved beside the model (st_hybrid_card.json) are used.
+        info = ModelCardInfo.from_file(args.card_info) if args.card_info else None
         return f"Wrote {write_model_card(args.path, info, args.report, repo_id=args.repo_id)}"
 
     common = {"private": args.private, "revision": args.revision, "commit_message": args.commit_message,
