@@ -7,9 +7,12 @@ One run, side by side on the same synthetic pairs (shaped like ``build_training_
 * ``NoDuplicatesBatchSampler`` plain and with ``precompute_hashes=True`` (on the text columns, as the
   trainer would see them): a fixed number of batches, extrapolated to the epoch (said in the output),
   plus the hashing time of the precomputed variant.
-* ``HybridBatchSampler`` (hybrid, alpha 0.5): index build time (reading the metadata columns and
-  building the pools), a full epoch, and peak traced memory of build + epoch (tracemalloc, a separate
-  untimed run).
+* ``HybridBatchSampler`` (hybrid, alpha 0.5): index build time (reading the metadata and text columns,
+  the positive groups, the pools), a full epoch, and peak traced memory of build + epoch (tracemalloc,
+  a separate untimed run).
+* Positive groups on real data (``../shared/data``, full sets, pairs from ``build_training_pairs`` with
+  its defaults): how many parallel ids the grouping joined to another id (shared answer sentence or
+  text) and the largest group, for XQuAD-R, MLQA-R and Tatoeba (skipped with ``--no-real-data``).
 
 Targets: epoch <= 2x DefaultBatchSampler, >= 10x faster than NoDuplicatesBatchSampler, build < 2 s.
 
@@ -26,6 +29,7 @@ import json
 import resource
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,8 +37,11 @@ from datasets import Dataset
 from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
 from torch.utils.data import RandomSampler
 
-from st_hybrid.sampler import HybridBatchSampler
+from st_hybrid.data import build_training_pairs, load_lareqa, load_tatoeba
+from st_hybrid.sampler import HybridBatchSampler, PairMetadata
 from st_hybrid.trainer import split_metadata
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def synthetic_pairs(num_ids: int, num_languages: int, seed: int = 0) -> Dataset:
@@ -57,6 +64,22 @@ def synthetic_pairs(num_ids: int, num_languages: int, seed: int = 0) -> Dataset:
             "parallel_id": ids.astype(str).tolist(),
         }
     )
+
+
+def real_data_groups(data: Path = SHARED_DATA) -> dict[str, dict]:
+    """Positive-group statistics of the training pairs built from XQuAD-R, MLQA-R and Tatoeba."""
+    loaders = {
+        "xquad-r": lambda: load_lareqa(data / "xquad-r"),
+        "mlqa-r": lambda: load_lareqa(data / "mlqa-r"),
+        "tatoeba": lambda: load_tatoeba(data / "tatoeba"),
+    }
+    stats = {}
+    for name, load in loaders.items():
+        pairs = build_training_pairs(load())
+        start = time.perf_counter()
+        stats[name] = PairMetadata.from_dataset(pairs).group_stats()
+        stats[name]["grouping_s"] = time.perf_counter() - start
+    return stats
 
 
 def time_epoch(sampler, max_batches: int | None = None) -> tuple[float, int, bool]:
@@ -87,6 +110,9 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="best of N for the hybrid and default timings")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--no-real-data", action="store_true", help="skip the XQuAD-R / MLQA-R / Tatoeba groups"
+    )
     options = parser.parse_args()
 
     start = time.perf_counter()
@@ -102,7 +128,7 @@ def main() -> None:
     builds, epochs = [], []
     for repeat in range(options.repeat):
         start = time.perf_counter()
-        hybrid = HybridBatchSampler(pairs, batch, True, seed=0, num_processes=1)
+        hybrid = HybridBatchSampler(pairs, batch, True, seed=0, num_processes=1, metadata=pairs)
         builds.append(time.perf_counter() - start)
         hybrid.set_epoch(repeat)
         epoch, count, _ = time_epoch(hybrid)
@@ -111,7 +137,7 @@ def main() -> None:
 
     # Peak traced memory of build + epoch (separate run: tracemalloc slows allocation down).
     tracemalloc.start()
-    sampler = HybridBatchSampler(pairs, batch, True, seed=0, num_processes=1)
+    sampler = HybridBatchSampler(pairs, batch, True, seed=0, num_processes=1, metadata=pairs)
     sampler.set_epoch(1)
     for _ in sampler:
         pass
@@ -173,6 +199,13 @@ def main() -> None:
         f"  no_duplicates_hashed / hybrid:            {ratios['no_duplicates_hashed_vs_hybrid']:.1f}x faster  (target >= 10x)"
     )
     print(f"  hybrid build:                             {h['build_s']:.2f} s  (target < 2 s)")
+    if not options.no_real_data:
+        results["positive_groups"] = real_data_groups()
+        print("\npositive groups of build_training_pairs(...) on the full sets (../shared/data):")
+        print(f"{'data':<10}{'rows':>9}{'ids':>8}{'groups':>8}{'ids joined':>12}{'largest (ids / rows)':>22}")
+        for name, g in results["positive_groups"].items():
+            print(f"{name:<10}{g['rows']:>9,}{g['ids']:>8,}{g['groups']:>8,}{g['ids_joined']:>12,}"
+                  f"{g['largest_group_ids']:>13} / {g['largest_group_rows']}")  # fmt: skip
     if options.json:
         with open(options.json, "w") as handle:
             json.dump(

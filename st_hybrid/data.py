@@ -16,7 +16,7 @@ Usage:
     >>> parallel = load_lareqa("../shared/data/mlqa-r")  # doctest: +SKIP
     >>> pairs = build_training_pairs(parallel, cross_partners=2)  # doctest: +SKIP
     >>> pairs.column_names  # doctest: +SKIP
-    ['query', 'passage', 'query_language', 'passage_language', 'parallel_id', 'source']
+    ['query', 'passage', 'query_language', 'passage_language', 'parallel_id', 'source', 'answer_id']
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, load_dataset
 
 __all__ = [
@@ -39,12 +41,73 @@ __all__ = [
     "load_lareqa_retrieval",
     "load_parallel",
     "load_tatoeba",
+    "require_consistent_case",
+    "require_filled",
 ]
 
-#: Metadata columns of a training-pairs dataset; ``source`` is optional.
-METADATA_COLUMNS = ("query_language", "passage_language", "parallel_id", "source")
-#: Columns a parallel table must have (``context`` and ``source`` are optional).
+#: Metadata columns of a training-pairs dataset; ``source`` and ``answer_id`` are optional.
+#: ``answer_id`` names the passage's answer sentence: rows sharing it have the same positive (see
+#: :func:`load_lareqa`), and the sampler never puts two of them in one step.
+METADATA_COLUMNS = ("query_language", "passage_language", "parallel_id", "source", "answer_id")
+#: Columns a parallel table must have (``context``, ``source`` and ``answer_id`` are optional).
 PARALLEL_COLUMNS = ("parallel_id", "language", "question", "answer")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+def require_filled(values: pa.Array | pa.ChunkedArray, column: str, where: str = "") -> None:
+    """Raise naming the column and its first rows that are missing (None) or empty / blank strings.
+
+    Args:
+        values: The column as an arrow array.
+        column: Its name, for the message.
+        where: What holds the column (e.g. ``"the parallel table"``), for the message.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    bad = pc.is_null(values)
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        bad = pc.or_(bad, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
+    if pc.any(bad).as_py():
+        rows = np.flatnonzero(bad.fill_null(True).to_numpy(zero_copy_only=False))
+        raise ValueError(
+            f"Column {column!r}{' of ' + where if where else ''} has {len(rows)} missing or empty value(s), "
+            f"first at rows {rows[:5].tolist()}; fill or drop those rows (e.g. with Dataset.filter) first: "
+            "a missing id or language would silently pair unrelated rows, an empty text trains on nothing."
+        )
+
+
+def require_consistent_case(languages: Sequence[str]) -> None:
+    """Reject language codes that differ only in case (``en`` / ``EN``).
+
+    They would count as two languages and their pairs as cross-lingual. Codes are kept as written (not
+    lower-cased) so that they keep matching the language lists given elsewhere (configs, evaluation).
+
+    Args:
+        languages: The distinct language codes.
+    """
+    by_lower: dict[str, list] = defaultdict(list)
+    for language in languages:
+        by_lower[str(language).lower()].append(language)
+    clashes = [sorted(codes) for codes in by_lower.values() if len(codes) > 1]
+    if clashes:
+        raise ValueError(
+            f"Language codes that differ only in case: {clashes}. 'en' and 'EN' would count as two languages "
+            "(and their pairs as cross-lingual); write each language one way, e.g. lower-case the language "
+            "column(s) with Dataset.map."
+        )
+
+
+def _check_parallel_table(table: Dataset, where: str = "the parallel table") -> None:
+    """Every required value filled, language codes consistent in case (column-wise, no row loop)."""
+    names = [name for name in (*PARALLEL_COLUMNS, "source") if name in table.column_names]
+    arrow = table.select_columns(names).with_format("arrow")[:]
+    for name in names:
+        require_filled(arrow.column(name), name, where)
+    require_consistent_case(
+        pc.unique(arrow.column("language").combine_chunks().cast(pa.string())).to_pylist()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +149,17 @@ def _iter_paragraphs(file: Path, max_articles: int | None):
             yield article_index, paragraph_index, paragraph
 
 
+def _first_answer_start(qa: dict, file: Path) -> int:
+    """The character offset of a question's first answer; a clear error when it has none."""
+    answers = qa.get("answers") or []
+    if not answers or "answer_start" not in answers[0]:
+        raise ValueError(
+            f"{file}: question {qa.get('id')!r} has no answers (LAReQA needs one per question to find its "
+            "relevant sentence); remove the question from the file or add its answer."
+        )
+    return answers[0]["answer_start"]
+
+
 def _answer_sentence_index(paragraph: dict, answer_start: int) -> int:
     """Index of the sentence whose character span holds the answer start (LAReQA's relevance rule)."""
     starts = [start for start, _ in paragraph["sentence_breaks"]]
@@ -109,15 +183,24 @@ def load_lareqa(
 
     Returns:
         A dataset with one row per (question, language): ``parallel_id``, ``language``, ``question``,
-        ``answer`` (the answer sentence), ``context`` (the paragraph) and ``source``.
+        ``answer`` (the answer sentence), ``context`` (the paragraph), ``source`` and ``answer_id``
+        (``"<source>/<language>/<article>/<paragraph>/<sentence>"``). Several questions often share an
+        answer sentence (SQuAD-style data): their rows share an ``answer_id``, which the sampler uses to
+        keep them, and through their parallel ids all their translations, out of each other's batches.
+        The key is per language file, which holds for MLQA-R too (its files are not aligned across
+        languages): the translations are joined through the parallel ids.
+
+    Raises:
+        ValueError: A question without answers (naming the file and the question id).
     """
     files = _lareqa_files(path, languages)
     source = source or Path(path).name
-    rows: dict[str, list] = {name: [] for name in (*PARALLEL_COLUMNS, "context", "source")}
+    rows: dict[str, list] = {name: [] for name in (*PARALLEL_COLUMNS, "context", "source", "answer_id")}
     for language, file in files.items():
-        for _, _, paragraph in _iter_paragraphs(file, max_articles):
+        for article, paragraph_index, paragraph in _iter_paragraphs(file, max_articles):
             for qa in paragraph["qas"]:
-                sentence = _answer_sentence_index(paragraph, qa["answers"][0]["answer_start"])
+                sentence = _answer_sentence_index(paragraph, _first_answer_start(qa, file))
+                rows["answer_id"].append(f"{source}/{language}/{article}/{paragraph_index}/{sentence}")
                 rows["parallel_id"].append(str(qa["id"]))
                 rows["language"].append(language)
                 rows["question"].append(qa["question"])
@@ -143,6 +226,9 @@ def load_tatoeba(
         path: The Tatoeba folder (e.g. ``../shared/data/tatoeba``).
         languages: Non-English language codes to keep (``deu``, ``fra``, ...); all by default.
         max_per_language: Keep at most this many sentence pairs per language.
+
+    Raises:
+        ValueError: Two files of a pair with different line counts (naming both files and counts).
     """
     path = Path(path)
     available = sorted(p.name.split(".")[1].split("-")[0] for p in path.glob("tatoeba.*-eng.eng"))
@@ -154,8 +240,18 @@ def load_tatoeba(
         raise ValueError(f"Tatoeba languages {unknown} are not in {path}; available: {available}.")
     rows: dict[str, list] = {name: [] for name in (*PARALLEL_COLUMNS, "source")}
     for language in chosen:
-        foreign = (path / f"tatoeba.{language}-eng.{language}").read_text(encoding="utf-8").splitlines()
-        english = (path / f"tatoeba.{language}-eng.eng").read_text(encoding="utf-8").splitlines()
+        foreign_file, english_file = (
+            path / f"tatoeba.{language}-eng.{language}",
+            path / f"tatoeba.{language}-eng.eng",
+        )
+        foreign = foreign_file.read_text(encoding="utf-8").splitlines()
+        english = english_file.read_text(encoding="utf-8").splitlines()
+        if len(foreign) != len(english):
+            raise ValueError(
+                f"Line-aligned files differ in length: {foreign_file} has {len(foreign)} lines, {english_file} "
+                f"has {len(english)}; pairing them line by line would misalign the translations. Fix the files "
+                "so that line i of one translates line i of the other."
+            )
         for line, (text_xx, text_en) in enumerate(list(zip(foreign, english))[:max_per_language]):
             for lang, text in ((language, text_xx), ("eng", text_en)):
                 rows["parallel_id"].append(f"{language}-eng/{line}")
@@ -181,6 +277,11 @@ def load_parallel(
         languages: Languages to keep (for Tatoeba: the languages paired with English).
         split: Split to load from a Hub id or data file.
         max_articles: For LAReQA sources, keep only the first N articles per language.
+
+    Raises:
+        ValueError: Missing columns; a missing (None) or empty ``parallel_id``, ``language``, ``question``,
+            ``answer`` or ``source`` (naming the column and the first rows); language codes that differ
+            only in case.
     """
     if isinstance(source, Dataset):
         dataset = source
@@ -206,6 +307,7 @@ def load_parallel(
             f"The parallel dataset lacks columns {missing}; it needs {list(PARALLEL_COLUMNS)} "
             "(one row per parallel id and language; rows of one id are translations of each other)."
         )
+    _check_parallel_table(dataset, "the parallel dataset" if isinstance(source, Dataset) else str(source))
     if languages is not None:
         keep = set(languages)
         dataset = dataset.filter(lambda batch: [lang in keep for lang in batch["language"]], batched=True)
@@ -275,7 +377,13 @@ def build_training_pairs(
 
     Returns:
         A dataset with ``query``, ``passage``, ``query_language``, ``passage_language``,
-        ``parallel_id`` and ``source`` (``"default"`` when the table has none).
+        ``parallel_id``, ``source`` (``"default"`` when the table has none) and, when the table has it,
+        ``answer_id`` (of the passage).
+
+    Raises:
+        ValueError: Missing columns; a missing (None) or empty ``parallel_id``, ``language``, ``question``,
+            ``answer`` or ``source`` (naming the column and the first rows; such ids would pair unrelated
+            rows as translations); language codes that differ only in case; no pairs at all.
     """
     missing = [c for c in PARALLEL_COLUMNS if c not in parallel.column_names]
     if missing:
@@ -284,7 +392,9 @@ def build_training_pairs(
         )
     if cross_partners is not None and cross_partners < 0:
         raise ValueError(f"cross_partners must be >= 0 or None (all partners), got {cross_partners}.")
-    table = parallel.select_columns([c for c in (*PARALLEL_COLUMNS, "source") if c in parallel.column_names])
+    _check_parallel_table(parallel)
+    optional = [c for c in ("source", "answer_id") if c in parallel.column_names]
+    table = parallel.select_columns([*PARALLEL_COLUMNS, *optional])
     columns = table.to_dict()
     parallel_ids = np.asarray(columns["parallel_id"], dtype=object).astype(str)
     languages = np.asarray(columns["language"], dtype=object).astype(str)
@@ -307,16 +417,17 @@ def build_training_pairs(
         raise ValueError(
             "No training pairs: enable include_mono or give ids that exist in several languages."
         )
-    return Dataset.from_dict(
-        {
-            "query": questions[query_rows].tolist(),
-            "passage": answers[passage_rows].tolist(),
-            "query_language": languages[query_rows].tolist(),
-            "passage_language": languages[passage_rows].tolist(),
-            "parallel_id": parallel_ids[query_rows].tolist(),
-            "source": sources[query_rows].astype(str).tolist(),
-        }
-    )
+    pairs = {
+        "query": questions[query_rows].tolist(),
+        "passage": answers[passage_rows].tolist(),
+        "query_language": languages[query_rows].tolist(),
+        "passage_language": languages[passage_rows].tolist(),
+        "parallel_id": parallel_ids[query_rows].tolist(),
+        "source": sources[query_rows].astype(str).tolist(),
+    }
+    if "answer_id" in columns:  # the passage's answer sentence: the sampler's grouping key
+        pairs["answer_id"] = np.asarray(columns["answer_id"], dtype=object)[passage_rows].astype(str).tolist()
+    return Dataset.from_dict(pairs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +492,7 @@ def load_lareqa_retrieval(
                 candidates["text"].append(sentence)
                 candidates["language"].append(language)
             for qa in paragraph["qas"]:
-                sentence_index = _answer_sentence_index(paragraph, qa["answers"][0]["answer_start"])
+                sentence_index = _answer_sentence_index(paragraph, _first_answer_start(qa, file))
                 parallel_id = str(qa["id"])
                 answers_of_id[parallel_id].add(f"{prefix}/{sentence_index}")
                 queries["id"].append(f"{language}/{parallel_id}")

@@ -76,7 +76,7 @@ def test_two_processes_get_disjoint_same_type_steps(tiny_model_path, tmp_path):
     assert kinds_seen == {"mono", "cross"}
 
     # The ranks together trained on exactly the sequence a local sampler with W=2 plans for epochs 0 and 1.
-    local = HybridBatchSampler(pairs, 8, True, seed=5, strategy=strategy, num_processes=2)
+    local = HybridBatchSampler(pairs, 8, True, seed=5, strategy=strategy, num_processes=2, metadata=pairs)
     expected = local.plan_epoch(0)[0].tolist() + local.plan_epoch(1)[0].tolist()
     interleaved = [batch for step in zip(logs[0]["batches"], logs[1]["batches"]) for batch in step]
     assert interleaved == expected[: 2 * steps]

@@ -13,6 +13,12 @@ from datasets import Dataset
 from st_hybrid.sampler import HybridBatchSampler, PairMetadata, _Pool, detect_num_processes
 
 
+def make_sampler(dataset, *args, **kwargs) -> HybridBatchSampler:
+    """A sampler over pairs that still carry their metadata (standalone use: metadata passed explicitly)."""
+    kwargs.setdefault("metadata", dataset)
+    return HybridBatchSampler(dataset, *args, **kwargs)
+
+
 def make_pairs(
     languages=("en", "de", "fr", "es"),
     num_ids=96,
@@ -78,7 +84,7 @@ def cols(pairs) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("num_processes", [1, 2, 4])
 @pytest.mark.parametrize("strategy", ["hybrid", "mono", "cross", "mixed"])
 def test_batches_have_the_strategy_type(pairs, cols, strategy, num_processes):
-    sampler = HybridBatchSampler(pairs, 8, True, strategy=strategy, alpha=0.5, num_processes=num_processes)
+    sampler = make_sampler(pairs, 8, True, strategy=strategy, alpha=0.5, num_processes=num_processes)
     batches = epoch_batches(sampler)
     kinds = []
     for batch in batches:
@@ -101,7 +107,7 @@ def test_batches_have_the_strategy_type(pairs, cols, strategy, num_processes):
 
 
 def test_one_pair_per_batch(pairs, cols):
-    sampler = HybridBatchSampler(pairs, 4, True, strategy="cross", one_pair_per_batch=True, num_processes=1)
+    sampler = make_sampler(pairs, 4, True, strategy="cross", one_pair_per_batch=True, num_processes=1)
     batches = epoch_batches(sampler)
     pairs_seen = set()
     for batch in batches:
@@ -110,13 +116,13 @@ def test_one_pair_per_batch(pairs, cols):
         pairs_seen |= pair
     assert len(pairs_seen) > 4
     # with 2 processes the whole step group (both batches) holds that one pair
-    two = HybridBatchSampler(pairs, 4, True, strategy="cross", one_pair_per_batch=True, num_processes=2)
+    two = make_sampler(pairs, 4, True, strategy="cross", one_pair_per_batch=True, num_processes=2)
     batches = epoch_batches(two)
     for start in range(0, len(batches), 2):
         group = np.concatenate(batches[start : start + 2])
         assert len(set(zip(cols["query_language"][group], cols["passage_language"][group]))) == 1
     # by default (mixed pairs) batches do mix pairs
-    default = epoch_batches(HybridBatchSampler(pairs, 8, True, strategy="cross", num_processes=1))
+    default = epoch_batches(make_sampler(pairs, 8, True, strategy="cross", num_processes=1))
     assert any(len(set(zip(cols["query_language"][b], cols["passage_language"][b]))) > 1 for b in default)
 
 
@@ -127,7 +133,7 @@ def test_no_parallel_id_twice_in_a_step_group(strategy, num_processes):
     # All partners: every id has 6 * 6 rows, so cross batches would collide without the dealing.
     pairs = make_pairs(languages=("en", "de", "fr", "es", "ar", "zh"), num_ids=64, cross_partners=5)
     cols = table(pairs)
-    sampler = HybridBatchSampler(pairs, 8, True, strategy=strategy, num_processes=num_processes, seed=3)
+    sampler = make_sampler(pairs, 8, True, strategy=strategy, num_processes=num_processes, seed=3)
     for epoch in range(3):
         batches = epoch_batches(sampler, epoch)
         assert len(batches) == len(sampler) and len(batches) % num_processes == 0
@@ -163,7 +169,7 @@ def test_len_equals_iteration_and_documented_epoch_length(pairs, cols):
     expected = {"hybrid": len(pairs), "mixed": len(pairs), "mono": n_mono, "cross": n_cross}
     for strategy, eligible in expected.items():
         for w in (1, 2, 3):
-            sampler = HybridBatchSampler(pairs, 8, False, strategy=strategy, num_processes=w)
+            sampler = make_sampler(pairs, 8, False, strategy=strategy, num_processes=w)
             assert len(sampler) == w * (eligible // (8 * w))
             for epoch in range(2):
                 assert len(epoch_batches(sampler, epoch)) == len(sampler)
@@ -172,7 +178,7 @@ def test_len_equals_iteration_and_documented_epoch_length(pairs, cols):
 # -- determinism ---------------------------------------------------------------------------------
 def test_deterministic_in_seed_and_epoch(pairs):
     def make(seed):
-        return HybridBatchSampler(pairs, 8, True, seed=seed, num_processes=1, generator=None)
+        return make_sampler(pairs, 8, True, seed=seed, num_processes=1, generator=None)
 
     a, b = make(7), make(7)
     assert epoch_batches(a, 0) == epoch_batches(b, 0)
@@ -186,8 +192,8 @@ def test_torch_generator_state_does_not_matter(pairs):
     import torch
 
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(999)
-    s1 = HybridBatchSampler(pairs, 8, True, generator=g1, seed=5, num_processes=1)
-    s2 = HybridBatchSampler(pairs, 8, True, generator=g2, seed=5, num_processes=1)
+    s1 = make_sampler(pairs, 8, True, generator=g1, seed=5, num_processes=1)
+    s2 = make_sampler(pairs, 8, True, generator=g2, seed=5, num_processes=1)
     assert list(s1) == list(s2)
 
 
@@ -198,7 +204,7 @@ def test_torch_generator_state_does_not_matter(pairs):
 )
 def test_every_row_once_when_sizes_divide(pairs, cols, strategy, alpha):
     """4 languages x 96 ids, 1 mono + 2 cross rows each: 384 mono, 768 cross rows; B=8 divides all."""
-    sampler = HybridBatchSampler(
+    sampler = make_sampler(
         pairs, 8, True, strategy=strategy, alpha=alpha, language_weighting="size", num_processes=1
     )
     for epoch in range(2):
@@ -223,7 +229,7 @@ def test_every_row_once_when_sizes_divide(pairs, cols, strategy, alpha):
 
 def test_mixed_uses_every_row_once_when_sizes_divide(pairs, cols):
     """alpha=1/3, B=6: 2 mono + 4 cross rows per batch; ids are halved per epoch and both halves serve."""
-    sampler = HybridBatchSampler(pairs, 6, True, strategy="mixed", alpha=1 / 3, num_processes=1)
+    sampler = make_sampler(pairs, 6, True, strategy="mixed", alpha=1 / 3, num_processes=1)
     for epoch in range(2):
         batches = epoch_batches(sampler, epoch)
         seen = np.concatenate(batches)
@@ -246,7 +252,7 @@ def test_language_weighting(weighting, expected):
         languages=("en", "de", "fr", "es"), ids_per_language=[400, 200, 100, 50], cross_partners=0
     )
     cols = table(pairs)
-    sampler = HybridBatchSampler(
+    sampler = make_sampler(
         pairs,
         10,
         True,
@@ -269,7 +275,7 @@ def test_uniform_weighting_with_fewer_groups_than_languages_is_unbiased():
     languages = tuple(f"l{i:02d}" for i in range(60))
     pairs = make_pairs(languages=languages, num_ids=8, cross_partners=0)
     cols = table(pairs)
-    sampler = HybridBatchSampler(pairs, 8, True, strategy="mono", num_processes=1, seed=0)
+    sampler = make_sampler(pairs, 8, True, strategy="mono", num_processes=1, seed=0)
     assert len(sampler) == 60
     counts = Counter()
     for epoch in range(40):
@@ -280,7 +286,7 @@ def test_uniform_weighting_with_fewer_groups_than_languages_is_unbiased():
 
 @pytest.mark.parametrize("alpha", [0.2, 0.5, 0.8])
 def test_alpha_is_the_share_of_mono_batches(pairs, cols, alpha):
-    sampler = HybridBatchSampler(pairs, 4, True, alpha=alpha, num_processes=1, seed=2)
+    sampler = make_sampler(pairs, 4, True, alpha=alpha, num_processes=1, seed=2)
     shares, first_half = [], []
     for epoch in range(8):
         flags = [is_mono(cols, b) for b in epoch_batches(sampler, epoch)]
@@ -297,7 +303,7 @@ def test_sources_one_per_batch_in_proportion_to_size():
 
     pairs = concatenate_datasets([a, b])
     cols = table(pairs)
-    sampler = HybridBatchSampler(pairs, 8, True, num_processes=2, seed=0)
+    sampler = make_sampler(pairs, 8, True, num_processes=2, seed=0)
     counts = Counter()
     for epoch in range(5):
         batches = epoch_batches(sampler, epoch)
@@ -316,7 +322,7 @@ def test_hybrid_with_a_monolingual_only_source():
     english = make_pairs(languages=("en",), num_ids=192, cross_partners=0, sources=["mrtydi"])
     pairs = concatenate_datasets([multi, english])
     cols = table(pairs)
-    sampler = HybridBatchSampler(pairs, 8, True, alpha=0.5, num_processes=1, seed=0)
+    sampler = make_sampler(pairs, 8, True, alpha=0.5, num_processes=1, seed=0)
     kinds = Counter()
     for batch in epoch_batches(sampler):
         source = cols["source"][batch[0]]
@@ -331,7 +337,7 @@ def test_hybrid_with_a_monolingual_only_source():
 @pytest.mark.parametrize("num_processes", [2, 4])
 @pytest.mark.parametrize("strategy", ["hybrid", "mono", "cross", "mixed"])
 def test_batch_sampler_shard_gives_same_type_disjoint_steps(pairs, cols, strategy, num_processes):
-    sampler = HybridBatchSampler(pairs, 8, True, strategy=strategy, num_processes=num_processes, seed=4)
+    sampler = make_sampler(pairs, 8, True, strategy=strategy, num_processes=num_processes, seed=4)
     sampler.set_epoch(1)
     shards = [
         list(BatchSamplerShard(sampler, num_processes=num_processes, process_index=rank, even_batches=False))
@@ -364,18 +370,18 @@ def test_num_processes_is_detected(pairs, monkeypatch):
     monkeypatch.setattr(PartialState, "_shared_state", {})
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert detect_num_processes() == 4
-    sampler = HybridBatchSampler(pairs, 8, True)
+    sampler = make_sampler(pairs, 8, True)
     assert sampler.num_processes == 4 and len(sampler) % 4 == 0
     monkeypatch.delenv("WORLD_SIZE")
-    assert HybridBatchSampler(pairs, 8, True).num_processes == 1
+    assert make_sampler(pairs, 8, True).num_processes == 1
 
 
 # -- metadata input ------------------------------------------------------------------------------
 def test_metadata_given_separately_and_after_select(pairs):
     texts = pairs.remove_columns(["query_language", "passage_language", "parallel_id", "source"])
-    direct = HybridBatchSampler(pairs, 8, True, num_processes=1, seed=1)
-    separate = HybridBatchSampler(texts, 8, True, num_processes=1, seed=1, metadata=table(pairs))
-    from_dataset = HybridBatchSampler(texts, 8, True, num_processes=1, seed=1, metadata=pairs)
+    direct = make_sampler(pairs, 8, True, num_processes=1, seed=1)
+    separate = make_sampler(texts, 8, True, num_processes=1, seed=1, metadata=table(pairs))
+    from_dataset = make_sampler(texts, 8, True, num_processes=1, seed=1, metadata=pairs)
     assert list(direct) == list(separate) == list(from_dataset)
     shuffled = pairs.shuffle(seed=0).select(range(500))  # an indices mapping: read through it
     meta = PairMetadata.from_dataset(shuffled)
@@ -389,7 +395,7 @@ def test_metadata_given_separately_and_after_select(pairs):
 # -- errors name the fix ---------------------------------------------------------------------------
 def _error(match: str, *args, **kwargs):
     with pytest.raises(ValueError, match=match):
-        HybridBatchSampler(*args, **kwargs)
+        make_sampler(*args, **kwargs)
 
 
 def test_errors_name_the_fix(pairs):
@@ -414,7 +420,7 @@ def test_errors_name_the_fix(pairs):
     english = make_pairs(languages=("en",), num_ids=64)
     _error(r"at least 2 languages; found only \['en'\].*strategy='mono'", english, 8, True, strategy="cross")
     _error(r"at least 2 languages.*alpha=1", english, 8, True, strategy="hybrid")
-    assert len(HybridBatchSampler(english, 8, True, strategy="mono", num_processes=1)) == 8
+    assert len(make_sampler(english, 8, True, strategy="mono", num_processes=1)) == 8
     mono_only = make_pairs(cross_partners=0)
     _error(
         r"needs cross-lingual rows.*there are none.*cross_partners >= 1", mono_only, 8, True, strategy="cross"
@@ -430,15 +436,15 @@ def test_errors_name_the_fix(pairs):
         num_processes=4,
     )
     small = make_pairs(ids_per_language=[96, 96, 96, 5])
-    _error(r"mono 'es'.*5 distinct parallel ids.*drop_small_pools=True", small, 8, True, num_processes=1)
+    _error(r"mono 'es'.*5 positive groups.*drop_small_pools=True", small, 8, True, num_processes=1)
     with pytest.raises(ValueError, match="metadata has 10 rows but the dataset has"):
-        HybridBatchSampler(pairs, 8, True, metadata={k: v[:10] for k, v in table(pairs).items()})
+        make_sampler(pairs, 8, True, metadata={k: v[:10] for k, v in table(pairs).items()})
 
 
 def test_drop_small_pools_skips_them(cols):
     small = make_pairs(ids_per_language=[96, 96, 96, 5])
     small_cols = table(small)
-    sampler = HybridBatchSampler(small, 8, True, num_processes=1, drop_small_pools=True)
+    sampler = make_sampler(small, 8, True, num_processes=1, drop_small_pools=True)
     for batch in epoch_batches(sampler):
         if is_mono(small_cols, batch):
             assert small_cols["query_language"][batch[0]] != "es"
@@ -456,8 +462,120 @@ def test_build_and_epoch_scale_linearly_and_fast():
     p[1::2] = (q[1::2] + rng.integers(1, n_lang, size=len(q) // 2)) % n_lang
     meta = PairMetadata.from_columns({"query_language": q, "passage_language": p, "parallel_id": pid})
     start = time.perf_counter()
-    sampler = HybridBatchSampler(None, 64, True, num_processes=1, metadata=meta)
+    sampler = make_sampler(None, 64, True, num_processes=1, metadata=meta)
     batches = list(sampler)
     elapsed = time.perf_counter() - start
     assert len(batches) == len(pid) // 64
     assert elapsed < 2.0, elapsed
+
+
+# -- positive groups: no shared text, answer or translation in a step ------------------------------
+def test_positive_groups_join_ids_that_share_a_text_an_answer_or_a_negative():
+    meta = PairMetadata.from_columns(
+        {
+            "query_language": ["en"] * 6,
+            "passage_language": ["en"] * 6,
+            "parallel_id": ["a", "b", "c", "d", "e", "f"],
+            "answer_id": ["s1", "s2", "s2", "s3", "s4", "s5"],  # b and c: one answer sentence
+            "query": ["q a", "q b", "q c", "q d", "p a", "q f"],  # e's query is a's passage
+            "passage": ["p a", "p b", "p c", "p d", "p e", "p f"],
+            "negative": ["x", "x", "x", "p f", "y", "z"],  # d's negative is f's passage; a-c share only "x"
+        }
+    )
+    group = meta.group.tolist()
+    assert group[0] == group[4]  # a query equal to another row's passage
+    assert group[1] == group[2]  # the same answer sentence
+    assert group[3] == group[5]  # a hard negative that is another row's positive
+    assert len({group[0], group[1], group[3]}) == 3  # a shared negative alone joins nothing
+    stats = meta.group_stats()
+    assert stats == {
+        "rows": 6, "ids": 6, "groups": 3, "ids_joined": 6, "largest_group_ids": 2, "largest_group_rows": 2,
+    }  # fmt: skip
+    # Without texts or answers the groups are the parallel ids.
+    plain = PairMetadata.from_columns({k: v for k, v in table(make_pairs(num_ids=8)).items()})
+    assert (plain.group == plain.parallel_id).all()
+
+
+def _texts_repeat(pairs, batch) -> bool:
+    return len(set(pairs["query"][b] for b in batch)) < len(batch) or len(
+        set(pairs["passage"][b] for b in batch)
+    ) < len(batch)
+
+
+@pytest.fixture(scope="module")
+def xquad_pairs(shared_data):
+    from st_hybrid.data import build_training_pairs, load_lareqa
+
+    return build_training_pairs(load_lareqa(shared_data / "xquad-r"))
+
+
+@pytest.mark.parametrize("strategy", ["mono", "hybrid", "cross"])
+def test_xquad_r_batches_never_repeat_a_text_or_an_answer(xquad_pairs, strategy):
+    """Several XQuAD-R questions share an answer sentence: before grouping 39% / 23% / 5.5% of batches repeated one."""
+    from st_hybrid.trainer import split_metadata
+
+    texts, meta = split_metadata(xquad_pairs)  # as HybridTrainer sees them
+    assert meta.group_stats()["ids_joined"] > 0
+    queries, passages = np.asarray(xquad_pairs["query"]), np.asarray(xquad_pairs["passage"])
+    answers, pid = np.asarray(xquad_pairs["answer_id"]), np.asarray(xquad_pairs["parallel_id"])
+    sampler = HybridBatchSampler(texts, 32, True, strategy=strategy, num_processes=1, seed=0, metadata=meta)
+    batches = np.asarray(list(sampler))
+    assert len(batches) == len(sampler) > 0
+    for batch in batches:
+        assert len(set(queries[batch])) == 32 and len(set(passages[batch])) == 32
+        assert len(set(answers[batch])) == 32 and len(set(pid[batch])) == 32
+    # Translations too: no two rows of a batch are linked through an answer sentence and a parallel id.
+    group_of_answer = dict(zip(answers.tolist(), meta.group.tolist()))
+    for batch in batches:
+        assert len({group_of_answer[a] for a in answers[batch]}) == 32
+
+
+def test_tatoeba_shared_english_sentences_never_meet_in_a_step(shared_data):
+    """'I have two cats.' is the English side of 47 Tatoeba pair ids."""
+    from st_hybrid.data import build_training_pairs, load_tatoeba
+
+    pairs = build_training_pairs(load_tatoeba(shared_data / "tatoeba"))
+    sampler = make_sampler(pairs, 64, True, strategy="cross", num_processes=2, seed=1)
+    assert sampler.metadata.group_stats()["largest_group_ids"] >= 47
+    queries, passages = np.asarray(pairs["query"]), np.asarray(pairs["passage"])
+    batches = np.asarray(list(sampler))
+    for step in batches.reshape(-1, 128):
+        texts = np.concatenate([queries[step], passages[step]])
+        # a text may be one row's query and its own passage's translation never equals it: all distinct
+        assert len(set(texts.tolist())) == len(texts)
+
+
+def test_a_giant_group_neither_stalls_nor_starves_the_dealing():
+    """One sentence shared by 200k rows and 40 other groups: each pass takes the giant group's next rows."""
+    import time
+
+    giant, others, batch_size = 200_000, 40, 32
+    group = np.r_[np.zeros(giant, dtype=np.int64), np.arange(1, others + 1)]
+    pool = _Pool.build(1, 0, "test", np.arange(len(group)), group)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    steps = pool.deal(len(group) // batch_size, batch_size, rng)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 10, elapsed  # a pass costs O(groups + rows dealt), not O(pool rows)
+    assert all(len(set(group[step])) == batch_size for step in steps)
+    used = steps.ravel()[group[steps.ravel()] == 0]
+    assert len(used) > 0 and len(set(used.tolist())) == len(used)  # its rows in turn, none twice
+
+
+def test_mixed_works_in_every_epoch_with_few_cross_ids():
+    """40 bilingual + 200 English-only ids, batch 30: the random id halving failed 6 of 60 epochs."""
+    from datasets import concatenate_datasets
+
+    bilingual = make_pairs(languages=("en", "de"), num_ids=40, cross_partners=1, sources=["s"])
+    english = make_pairs(languages=("en",), num_ids=240, cross_partners=0, sources=["s"]).select(
+        range(40, 240)
+    )
+    pairs = concatenate_datasets([bilingual, english])
+    cols = table(pairs)
+    sampler = make_sampler(pairs, 30, True, strategy="mixed", alpha=0.5, num_processes=1, seed=0)
+    for epoch in range(60):
+        batches = sampler.plan_epoch(epoch)[0]
+        assert len(batches) == len(sampler)
+        for batch in batches:
+            assert (cols["query_language"][batch] == cols["passage_language"][batch]).sum() == 15
+            assert len(set(cols["parallel_id"][batch])) == 30
