@@ -1,0 +1,337 @@
+"""Language-aware hard-negative mining for parallel training pairs, with faiss.
+
+sentence-transformers' ``mine_hard_negatives`` only knows that an anchor's own positives are not negatives.
+In parallel data that is not enough: the translation of a positive, another question's identical answer
+sentence, or the positive itself reached through a duplicate question are all relevant to the anchor, and
+mining them as "hard negatives" trains the model to push apart what it should pull together (false
+negatives). :func:`mine_hard_negatives` never mines from the anchor's **positive group**: the connected
+component of rows linked by a shared ``parallel_id``, query text or passage text (transitively). Every
+text of every row in the group is off limits, in every language.
+
+Candidates are the distinct passage texts of the pairs. ``language="passage"`` draws a row's negatives from
+its passage's language (the query's language for mono rows, the target language for cross rows), so a
+negative is as hard as the positive on language alone; ``language="any"`` draws from every language.
+
+Search is exact inner product on normalized embeddings (faiss ``IndexFlatIP``); pools larger than
+``ivf_threshold`` candidates use an ``IndexIVFFlat`` (approximate search; the group exclusion stays exact).
+The index moves to the GPU when faiss sees one. Each distinct text is encoded once, queries with the
+model's query prompt and passages with its document prompt (as ``model.encode_query`` / ``encode_document``
+pick them), unless prompts are given.
+
+Ranks count only candidates outside the anchor's group: ``range_min`` skips the closest ones (likely
+unlabelled near-duplicates), ``range_max`` bounds the search depth, and ``absolute_margin`` /
+``relative_margin`` drop candidates scoring too close to the anchor's (lowest) positive score, as in
+sentence-transformers. The ``num_negatives`` best remaining candidates are kept.
+
+Usage:
+    >>> from sentence_transformers import SentenceTransformer
+    >>> from st_hybrid.data import build_training_pairs, load_lareqa
+    >>> from st_hybrid.mining import mine_hard_negatives
+    >>> pairs = build_training_pairs(load_lareqa("../shared/data/mlqa-r"))  # doctest: +SKIP
+    >>> model = SentenceTransformer("intfloat/multilingual-e5-small")  # doctest: +SKIP
+    >>> triplets = mine_hard_negatives(pairs, model, language="passage", range_min=2)  # doctest: +SKIP
+    >>> triplets.column_names  # doctest: +SKIP
+    ['query', 'passage', 'negative', 'query_language', 'passage_language', 'parallel_id', 'source']
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["LANGUAGE_MODES", "mine_hard_negatives", "negative_columns"]
+
+logger = logging.getLogger(__name__)
+
+#: Where negatives may come from: the row's passage language, or every language.
+LANGUAGE_MODES = ("passage", "any")
+_REQUIRED_COLUMNS = ("query", "passage", "passage_language", "parallel_id")
+# faiss on GPU returns at most this many neighbours per query.
+_GPU_MAX_K = 2048
+
+
+def negative_columns(num_negatives: int) -> list[str]:
+    """Names of the mined columns: ``negative`` for one, ``negative_1`` ... ``negative_n`` for more."""
+    return ["negative"] if num_negatives == 1 else [f"negative_{i}" for i in range(1, num_negatives + 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Positive groups
+# ---------------------------------------------------------------------------------------------
+def _positive_groups(parallel_ids: np.ndarray, text_columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Group label per row: connected components of rows sharing a parallel id or any text.
+
+    Texts share one namespace across columns (a passage equal to another row's query links the rows);
+    parallel ids have their own. Rows and keys form a bipartite graph whose components are the groups.
+    """
+    import pandas as pd
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    num_rows = len(parallel_ids)
+    id_codes, ids = pd.factorize(parallel_ids)
+    text_codes, texts = pd.factorize(np.concatenate(text_columns))
+    # Node numbering: rows, then parallel ids, then texts. Edge blocks: row-id, then one per text column.
+    keys = num_rows + np.concatenate([id_codes, len(ids) + text_codes])
+    rows = np.tile(np.arange(num_rows), 1 + len(text_columns))
+    size = num_rows + len(ids) + len(texts)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, keys)), shape=(size, size))
+    _, labels = connected_components(graph.tocsr(), directed=False)
+    return labels[:num_rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# faiss
+# ---------------------------------------------------------------------------------------------
+class _Index:
+    """A faiss inner-product index over one candidate pool, on GPU when faiss has one (and k fits)."""
+
+    def __init__(self, embeddings: np.ndarray, ivf_threshold: int, nprobe: int, use_gpu: bool | None):
+        import faiss
+
+        dimension = embeddings.shape[1]
+        if len(embeddings) > ivf_threshold:
+            nlist = max(1, int(4 * np.sqrt(len(embeddings))))
+            quantizer = faiss.IndexFlatIP(dimension)
+            index = faiss.IndexIVFFlat(quantizer, dimension, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.train(embeddings)
+            index.nprobe = min(nprobe, nlist)
+            self._quantizer = quantizer  # the IVF index does not own it: keep it alive
+        else:
+            index = faiss.IndexFlatIP(dimension)
+        index.add(embeddings)
+        self.cpu = index
+        self.gpu = None
+        if use_gpu is not False and faiss.get_num_gpus() > 0:
+            self.gpu = faiss.index_cpu_to_all_gpus(index)
+        elif use_gpu:
+            raise RuntimeError("use_gpu=True but faiss sees no GPU: install faiss-gpu or pass use_gpu=None.")
+        self.size = len(embeddings)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        index = self.gpu if self.gpu is not None and k <= _GPU_MAX_K else self.cpu
+        return index.search(queries, k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mining
+# ---------------------------------------------------------------------------------------------
+def _check_arguments(
+    pairs: Dataset, language: str, num_negatives: int, range_min: int, range_max: int | None
+) -> int:
+    """Validate the inputs; return range_max (derived like sentence-transformers when None)."""
+    missing = [c for c in _REQUIRED_COLUMNS if c not in pairs.column_names]
+    if missing:
+        raise ValueError(
+            f"The pairs dataset lacks columns {missing}; build it with st_hybrid.data.build_training_pairs "
+            f"(mining needs {list(_REQUIRED_COLUMNS)})."
+        )
+    if len(pairs) == 0:
+        raise ValueError("The pairs dataset is empty: there is nothing to mine negatives for.")
+    if language not in LANGUAGE_MODES:
+        raise ValueError(f"language must be one of {LANGUAGE_MODES}, got {language!r}.")
+    if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
+        raise ValueError(f"num_negatives must be an integer >= 1, got {num_negatives!r}.")
+    existing = [c for c in pairs.column_names if c == "negative" or c.startswith("negative_")]
+    if existing:
+        raise ValueError(
+            f"The pairs already have negative columns {existing}; drop them "
+            "(pairs.remove_columns(...)) before mining new ones."
+        )
+    if range_min < 0:
+        raise ValueError(f"range_min must be >= 0, got {range_min}.")
+    if range_max is None:
+        range_max = range_min + num_negatives
+    if range_max - range_min < num_negatives:
+        raise ValueError(
+            f"range_max={range_max} leaves {range_max - range_min} ranks after range_min={range_min}, fewer than "
+            f"num_negatives={num_negatives}: raise range_max or lower range_min."
+        )
+    return range_max
+
+
+def _encode(model, texts: list[str], role: str, prompt_name, prompt, batch_size, show_progress_bar):
+    encode = model.encode_query if role == "query" else model.encode_document
+    embeddings = encode(
+        texts,
+        prompt_name=prompt_name,
+        prompt=prompt,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=show_progress_bar,
+    )
+    return np.ascontiguousarray(embeddings, dtype=np.float32)
+
+
+def _select(
+    indices: np.ndarray,
+    scores: np.ndarray,
+    allowed: np.ndarray,
+    min_scores: np.ndarray,
+    range_min: int,
+    range_max: int,
+    num_negatives: int,
+) -> np.ndarray:
+    """Pick up to num_negatives candidate positions per anchor row; -1 where too few qualify.
+
+    ``allowed`` marks candidates outside the anchor's group; ranks count those only. ``min_scores`` is
+    the highest score a negative may have (the margin bound; +inf without a margin).
+    """
+    rank = np.cumsum(allowed, axis=1) - 1
+    keep = allowed & (rank >= range_min) & (rank < range_max) & (scores <= min_scores[:, None])
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :num_negatives]
+    chosen = np.take_along_axis(indices, order, axis=1)
+    chosen[~np.take_along_axis(keep, order, axis=1)] = -1
+    return chosen
+
+
+def mine_hard_negatives(
+    pairs: Dataset,
+    model: SentenceTransformer,
+    *,
+    language: Literal["passage", "any"] = "passage",
+    num_negatives: int = 1,
+    range_min: int = 0,
+    range_max: int | None = None,
+    absolute_margin: float | None = None,
+    relative_margin: float | None = None,
+    query_prompt_name: str | None = None,
+    query_prompt: str | None = None,
+    passage_prompt_name: str | None = None,
+    passage_prompt: str | None = None,
+    batch_size: int = 32,
+    ivf_threshold: int = 100_000,
+    nprobe: int = 32,
+    use_gpu: bool | None = None,
+    show_progress_bar: bool = False,
+) -> Dataset:
+    """Add mined hard negatives to training pairs, never from the anchor's positive group.
+
+    Args:
+        pairs: Training pairs (``query``, ``passage``, ``passage_language``, ``parallel_id``, any other
+            metadata), e.g. from :func:`st_hybrid.data.build_training_pairs`.
+        model: The model whose embeddings rank the candidates (typically the one about to be trained).
+        language: ``"passage"``: negatives in the row's passage language; ``"any"``: in every language.
+        num_negatives: Negatives per row: one gives a ``negative`` column, more give ``negative_1`` ...
+        range_min: Skip this many of the best-scoring candidates outside the group (near-duplicates).
+        range_max: Consider candidates ranked below this (outside the group); ``range_min + num_negatives``
+            by default. Raise it when margins drop candidates.
+        absolute_margin: Drop candidates scoring above ``positive_score - absolute_margin``.
+        relative_margin: Drop candidates scoring above ``positive_score - |positive_score| * relative_margin``.
+            The positive score of an anchor is its lowest query-passage score over its rows.
+        query_prompt_name: Prompt name for the queries; ``model.encode_query``'s default otherwise.
+        query_prompt: A literal query prompt (takes precedence over the name).
+        passage_prompt_name: Prompt name for the passages; ``model.encode_document``'s default otherwise.
+        passage_prompt: A literal passage prompt (takes precedence over the name).
+        batch_size: Encoding batch size.
+        ivf_threshold: Pools with more candidates than this use an approximate IVF index.
+        nprobe: Lists an IVF index visits per query.
+        use_gpu: ``None``: the GPU when faiss sees one; ``False``: CPU; ``True``: require a GPU.
+        show_progress_bar: Show encoding progress.
+
+    Returns:
+        The rows that got ``num_negatives`` negatives, with columns ``query``, ``passage``, the negative
+        column(s), then the other columns in their order. Rows for which too few candidates qualify are
+        dropped with a warning that says how many.
+    """
+    range_max = _check_arguments(pairs, language, num_negatives, range_min, range_max)
+    columns = pairs.select_columns(list(_REQUIRED_COLUMNS)).to_dict()
+    queries = np.asarray(columns["query"], dtype=object)
+    passages = np.asarray(columns["passage"], dtype=object)
+    passage_languages = np.asarray(columns["passage_language"], dtype=object).astype(str)
+    groups = _positive_groups(
+        np.asarray(columns["parallel_id"], dtype=object).astype(str), [queries, passages]
+    )
+
+    # Distinct texts, encoded once each.
+    query_codes, query_texts = _factorize(queries)
+    passage_codes, passage_texts = _factorize(passages)
+    query_embeddings = _encode(
+        model, query_texts, "query", query_prompt_name, query_prompt, batch_size, show_progress_bar
+    )
+    passage_embeddings = _encode(
+        model, passage_texts, "passage", passage_prompt_name, passage_prompt, batch_size, show_progress_bar
+    )
+    # Every row of one passage text shares its group (the text links them), and so does every row of a query.
+    passage_group = np.empty(len(passage_texts), dtype=groups.dtype)
+    passage_group[passage_codes] = groups
+
+    # Anchors: (query text, pool) - rows with the same key share their search and their negatives.
+    pool_of_row = passage_languages if language == "passage" else np.full(len(pairs), "*", dtype=object)
+    pool_codes, pool_names = _factorize(pool_of_row)
+    anchor_keys = query_codes.astype(np.int64) * len(pool_names) + pool_codes
+    anchor_codes, anchor_key_values = _factorize(anchor_keys)
+    anchor_query = np.asarray(anchor_key_values, dtype=np.int64) // len(pool_names)
+    anchor_pool = np.asarray(anchor_key_values, dtype=np.int64) % len(pool_names)
+    anchor_group = np.empty(len(anchor_key_values), dtype=groups.dtype)
+    anchor_group[anchor_codes] = groups
+
+    # Highest score a negative may reach: the margin below the anchor's lowest positive score.
+    bound = np.full(len(anchor_key_values), np.inf, dtype=np.float32)
+    if absolute_margin is not None or relative_margin is not None:
+        positive_scores = np.einsum(
+            "ij,ij->i", query_embeddings[query_codes], passage_embeddings[passage_codes]
+        ).astype(np.float32)
+        lowest = np.full(len(anchor_key_values), np.inf, dtype=np.float32)
+        np.minimum.at(lowest, anchor_codes, positive_scores)
+        if absolute_margin is not None:
+            bound = np.minimum(bound, lowest - absolute_margin)
+        if relative_margin is not None:
+            bound = np.minimum(bound, lowest - np.abs(lowest) * relative_margin)
+
+    negatives = np.full((len(anchor_key_values), num_negatives), -1, dtype=np.int64)
+    for pool in range(len(pool_names)):
+        candidates = np.unique(passage_codes[pool_codes == pool])  # passage-text ids in this pool
+        anchors = np.flatnonzero(anchor_pool == pool)
+        index = _Index(passage_embeddings[candidates], ivf_threshold, nprobe, use_gpu)
+        # Each anchor searches deep enough to pass every member of its own group in the pool.
+        group_members = np.bincount(passage_group[candidates], minlength=int(groups.max()) + 1)
+        depth = np.minimum(range_max + group_members[anchor_group[anchors]], len(candidates))
+        bucket = np.minimum(2 ** np.ceil(np.log2(np.maximum(depth, 1))).astype(np.int64), len(candidates))
+        for k in np.unique(bucket):
+            members = anchors[bucket == k]
+            scores, found = index.search(query_embeddings[anchor_query[members]], int(k))
+            found_texts = np.where(found >= 0, candidates[np.maximum(found, 0)], -1)
+            allowed = (found >= 0) & (
+                passage_group[np.maximum(found_texts, 0)] != anchor_group[members, None]
+            )
+            negatives[members] = _select(
+                found_texts, scores, allowed, bound[members], range_min, range_max, num_negatives
+            )
+        logger.info("Pool %s: %d candidates, %d anchors", pool_names[pool], len(candidates), len(anchors))
+
+    row_negatives = negatives[anchor_codes]
+    complete = (row_negatives >= 0).all(axis=1)
+    if not complete.all():
+        warnings.warn(
+            f"{int((~complete).sum())} of {len(pairs)} rows got fewer than {num_negatives} negatives and were "
+            "dropped (their pool has too few candidates outside the group within range_max, or margins removed "
+            "them): raise range_max, lower range_min or the margins, or use language='any'.",
+            UserWarning,
+            stacklevel=2,
+        )
+    kept = np.flatnonzero(complete)
+    mined = pairs.select(kept) if len(kept) < len(pairs) else pairs
+    passage_array = np.asarray(passage_texts, dtype=object)
+    names = negative_columns(num_negatives)
+    for position, name in enumerate(names):
+        mined = mined.add_column(name, passage_array[row_negatives[kept, position]].tolist())
+    order = ["query", "passage", *names] + [c for c in pairs.column_names if c not in ("query", "passage")]
+    return mined.select_columns(order)
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, list]:
+    """Codes per value and the distinct values, in order of first appearance (deterministic)."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values)
+    return codes, list(uniques)

@@ -1,0 +1,272 @@
+"""Language-aware hard-negative mining: never from the positive group, language pools, ranks, margins."""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from st_hybrid.data import build_training_pairs
+from st_hybrid.mining import _positive_groups, mine_hard_negatives, negative_columns
+
+LANGUAGES = ("en", "de", "es", "ar")
+
+
+class TopicModel:
+    """A stand-in encoder: texts of one topic embed close together, so a row's own group (translations,
+    shared answers) holds its nearest candidates: a miner without group exclusion would pick them."""
+
+    def __init__(self, topic_of_text: dict[str, int], dimension: int = 16, noise: float = 0.3):
+        self.topic_of_text, self.dimension, self.noise = topic_of_text, dimension, noise
+        self.calls: list[tuple[str, list[str], str | None]] = []
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        rows = []
+        for text in texts:
+            topic = np.random.default_rng(self.topic_of_text.get(text, 10_000)).normal(size=self.dimension)
+            jitter = np.random.default_rng(zlib.crc32(text.encode())).normal(size=self.dimension)
+            vector = topic + self.noise * jitter
+            rows.append(vector / np.linalg.norm(vector))
+        return np.asarray(rows, dtype=np.float32)
+
+    def encode_query(self, texts, prompt_name=None, prompt=None, **kwargs):
+        self.calls.append(("query", list(texts), prompt if prompt is not None else prompt_name))
+        return self._embed(list(texts))
+
+    def encode_document(self, texts, prompt_name=None, prompt=None, **kwargs):
+        self.calls.append(("passage", list(texts), prompt if prompt is not None else prompt_name))
+        return self._embed(list(texts))
+
+
+def random_parallel(seed: int, num_ids: int = 30, shared_answers: int = 4, shared_questions: int = 3):
+    """A parallel table with translations, answers shared across ids and questions repeated across ids."""
+    rng = np.random.default_rng(seed)
+    rows = {"parallel_id": [], "language": [], "question": [], "answer": []}
+    topic_of_text: dict[str, int] = {}
+    for pid in range(num_ids):
+        for language in rng.choice(LANGUAGES, size=rng.integers(1, len(LANGUAGES) + 1), replace=False):
+            question = (
+                f"shared question {rng.integers(shared_questions)}"
+                if rng.random() < 0.1
+                else f"q{pid}-{language}"
+            )
+            answer = (
+                f"shared answer {rng.integers(shared_answers)}"
+                if rng.random() < 0.2
+                else f"a{pid}-{language}"
+            )
+            rows["parallel_id"].append(f"id{pid}")
+            rows["language"].append(str(language))
+            rows["question"].append(question)
+            rows["answer"].append(answer)
+            for text in (question, answer):
+                topic_of_text.setdefault(text, pid)
+    return Dataset.from_dict(rows), topic_of_text
+
+
+def reference_group_texts(pairs: Dataset) -> list[set[str]]:
+    """Per row, every text of its positive group: plain union-find over ids and texts (independent of the
+    vectorised implementation)."""
+    parent: dict[tuple, tuple] = {}
+
+    def find(node):
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for row in pairs:
+        keys = [("id", row["parallel_id"]), ("text", row["query"]), ("text", row["passage"])]
+        for key in keys[1:]:
+            parent[find(key)] = find(keys[0])
+    texts_of_root: dict[tuple, set[str]] = {}
+    for row in pairs:
+        texts_of_root.setdefault(find(("id", row["parallel_id"])), set()).update(
+            (row["query"], row["passage"])
+        )
+    return [texts_of_root[find(("id", row["parallel_id"]))] for row in pairs]
+
+
+def passage_languages_of_text(pairs: Dataset) -> dict[str, set[str]]:
+    languages: dict[str, set[str]] = {}
+    for passage, language in zip(pairs["passage"], pairs["passage_language"]):
+        languages.setdefault(passage, set()).add(language)
+    return languages
+
+
+def mine(pairs, topic_of_text, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", UserWarning
+        )  # rows without enough candidates are dropped, tested below
+        return mine_hard_negatives(pairs, TopicModel(topic_of_text), **kwargs)
+
+
+@pytest.mark.parametrize("language", ["passage", "any"])
+@pytest.mark.parametrize("seed", range(12))
+def test_never_mines_from_the_positive_group(seed, language):
+    parallel, topic_of_text = random_parallel(seed)
+    pairs = build_training_pairs(parallel, cross_partners=2, seed=seed)
+    num_negatives = 1 + seed % 3
+    mined = mine(
+        pairs,
+        topic_of_text,
+        language=language,
+        num_negatives=num_negatives,
+        range_min=seed % 2,
+        range_max=(seed % 2) + num_negatives + 2,
+        ivf_threshold=20 if seed % 4 == 0 else 100_000,  # the approximate index too
+    )
+    assert len(mined) > 0.5 * len(pairs)
+    group_texts = reference_group_texts(pairs)
+    row_of = {(r["query"], r["passage"], r["parallel_id"]): i for i, r in enumerate(pairs)}
+    languages_of = passage_languages_of_text(pairs)
+    for row in mined:
+        texts = group_texts[row_of[(row["query"], row["passage"], row["parallel_id"])]]
+        negatives = [row[name] for name in negative_columns(num_negatives)]
+        assert not texts & set(negatives), (row, texts)
+        assert len(set(negatives)) == num_negatives
+        if language == "passage":
+            assert all(row["passage_language"] in languages_of[negative] for negative in negatives)
+
+
+def test_topic_model_makes_group_members_the_nearest_candidates():
+    """Guards the property test: without the group exclusion the top candidate is usually in the group."""
+    parallel, topic_of_text = random_parallel(0)
+    pairs = build_training_pairs(parallel, cross_partners=2)
+    model = TopicModel(topic_of_text)
+    passages = sorted(set(pairs["passage"]))
+    scores = model.encode_query(pairs["query"]) @ model.encode_document(passages).T
+    group_texts = reference_group_texts(pairs)
+    nearest_in_group = [passages[best] in texts for best, texts in zip(scores.argmax(axis=1), group_texts)]
+    assert np.mean(nearest_in_group) > 0.9
+
+
+def test_groups_link_ids_and_texts_transitively():
+    parallel_ids = np.array(["1", "1", "2", "3", "4"], dtype=object)
+    queries = np.array(["q1", "q1-de", "q2", "q3", "q2"], dtype=object)  # row 4 repeats row 2's question
+    passages = np.array(["a1", "a1-de", "a1-de", "a3", "a4"], dtype=object)  # row 2 shares row 1's answer
+    groups = _positive_groups(parallel_ids, [queries, passages])
+    assert groups[0] == groups[1] == groups[2] == groups[4] != groups[3]
+
+
+def test_language_pools():
+    parallel, topic_of_text = random_parallel(3, num_ids=40)
+    pairs = build_training_pairs(parallel, cross_partners=2)
+    languages_of = passage_languages_of_text(pairs)
+
+    same = mine(pairs, topic_of_text, language="passage")
+    assert all(row["passage_language"] in languages_of[row["negative"]] for row in same)
+
+    anywhere = mine(pairs, topic_of_text, language="any", num_negatives=3, range_max=6)
+    other_language = [
+        row["passage_language"] not in languages_of[row[name]]
+        for row in anywhere
+        for name in negative_columns(3)
+    ]
+    assert any(other_language)  # negatives come from other languages too
+    with pytest.raises(ValueError, match="language must be one of"):
+        mine_hard_negatives(pairs, TopicModel(topic_of_text), language="query")
+
+
+def test_output_columns_keep_metadata_and_are_deterministic():
+    parallel, topic_of_text = random_parallel(5)
+    pairs = build_training_pairs(parallel, cross_partners=1)
+    one = mine(pairs, topic_of_text)
+    assert one.column_names == ["query", "passage", "negative", *pairs.column_names[2:]]
+    three = mine(pairs, topic_of_text, num_negatives=3, range_max=5)
+    assert three.column_names[:5] == ["query", "passage", "negative_1", "negative_2", "negative_3"]
+    assert three.column_names[5:] == pairs.column_names[2:]
+    assert mine(pairs, topic_of_text, num_negatives=3, range_max=5).to_dict() == three.to_dict()
+    assert one.to_list() == mine(pairs, topic_of_text).to_list()
+
+
+def test_range_min_skips_the_closest_candidates():
+    parallel, topic_of_text = random_parallel(7)
+    pairs = build_training_pairs(parallel, cross_partners=2)
+    top_two = mine(pairs, topic_of_text, num_negatives=2, language="any")
+    skip_one = mine(pairs, topic_of_text, range_min=1, language="any")
+    assert len(top_two) == len(skip_one) == len(pairs)
+    assert skip_one["negative"] == top_two["negative_2"]
+    assert skip_one["negative"] != top_two["negative_1"]
+
+
+def test_margins_bound_the_negative_scores():
+    parallel, topic_of_text = random_parallel(8, num_ids=40)
+    pairs = build_training_pairs(parallel, cross_partners=2)
+    model = TopicModel(topic_of_text)
+    mined = mine(pairs, topic_of_text, language="any", absolute_margin=0.1, range_max=40)
+    assert len(mined) > 0
+
+    def score(queries, passages):
+        return np.einsum("ij,ij->i", model.encode_query(queries), model.encode_document(passages))
+
+    positive = score(mined["query"], mined["passage"])
+    lowest_positive = {}
+    for query, value in zip(pairs["query"], score(pairs["query"], pairs["passage"])):
+        lowest_positive[query] = min(value, lowest_positive.get(query, np.inf))
+    negative = score(mined["query"], mined["negative"])
+    bound = np.array([lowest_positive[q] for q in mined["query"]]) - 0.1
+    assert (negative <= bound + 1e-6).all()
+    assert (positive > negative).all()
+    unbounded = mine(pairs, topic_of_text, language="any")
+    assert (score(unbounded["query"], unbounded["negative"]) > 0).any()
+
+
+def test_each_distinct_text_is_encoded_once_with_the_given_prompts():
+    parallel, topic_of_text = random_parallel(2)
+    pairs = build_training_pairs(parallel, cross_partners=2)
+    model = TopicModel(topic_of_text)
+    mine_hard_negatives(pairs, model, query_prompt="query: ", passage_prompt_name="document")
+    (role_q, queries, prompt_q), (role_p, passages, prompt_p) = model.calls
+    assert (role_q, prompt_q, role_p, prompt_p) == ("query", "query: ", "passage", "document")
+    assert sorted(queries) == sorted(set(pairs["query"]))
+    assert sorted(passages) == sorted(set(pairs["passage"]))
+
+
+def test_rows_without_enough_candidates_are_dropped_with_a_warning():
+    parallel = Dataset.from_dict(
+        {
+            "parallel_id": ["1", "1", "2", "3"],
+            "language": ["en", "de", "en", "en"],
+            "question": ["q1", "q1 de", "q2", "q3"],
+            "answer": ["a1", "a1 de", "a2", "a3"],
+        }
+    )
+    pairs = build_training_pairs(parallel, cross_partners=1)
+    with pytest.warns(UserWarning, match="fewer than 1 negatives and were dropped"):
+        mined = mine_hard_negatives(pairs, TopicModel({}), language="passage")
+    # German passages: only id 1's, all in its own group. English ones: a2 and a3 exist for every row.
+    assert set(mined["passage_language"]) == {"en"}
+    assert len(mined) == len(pairs) - pairs["passage_language"].count("de")
+
+
+def test_bad_input_is_refused_with_the_fix():
+    parallel, topic_of_text = random_parallel(1)
+    pairs = build_training_pairs(parallel)
+    model = TopicModel(topic_of_text)
+    with pytest.raises(ValueError, match="lacks columns \\['parallel_id'\\]"):
+        mine_hard_negatives(pairs.remove_columns("parallel_id"), model)
+    with pytest.raises(ValueError, match="already have negative columns \\['negative'\\]"):
+        mine_hard_negatives(pairs.add_column("negative", pairs["passage"]), model)
+    with pytest.raises(ValueError, match="fewer than num_negatives=3"):
+        mine_hard_negatives(pairs, model, num_negatives=3, range_min=2, range_max=4)
+    with pytest.raises(ValueError, match="num_negatives must be an integer >= 1"):
+        mine_hard_negatives(pairs, model, num_negatives=0)
+
+
+def test_works_with_a_real_tiny_model(tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    parallel, _ = random_parallel(4, num_ids=12)
+    pairs = build_training_pairs(parallel, cross_partners=2)
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    mined = mine_hard_negatives(pairs, model, language="any", num_negatives=2, range_max=4)
+    assert len(mined) == len(pairs)
+    group_texts = reference_group_texts(pairs)
+    for row, texts in zip(mined, group_texts):
+        assert not texts & {row["negative_1"], row["negative_2"]}
