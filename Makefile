@@ -2,6 +2,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
+# Extra flags for train / reproduce, e.g. make train ARGS="--overwrite --merge_ratio 0.5"
+ARGS ?=
 
 .PHONY: install test test-fast test-slow lint format train reproduce bench clean
 
@@ -25,13 +27,13 @@ format:
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-train:  ## the main job: fine-tune multilingual-e5-small on MLQA-R, evaluate on XQuAD-R (offline)
+train:  ## the main job: fine-tune multilingual-e5-small on MLQA-R, evaluate on XQuAD-R (offline); again: ARGS=--overwrite
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
-	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/default.yaml --model $$BASE_MODEL
+	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/default.yaml --model $$BASE_MODEL $(ARGS)
 
-reproduce:  ## mono / cross / hybrid / mixed comparison at CPU scale, 3 seeds
+reproduce:  ## mono / cross / hybrid / mixed comparison at CPU scale, 3 seeds, merged with the base at r=0.5
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
-	$(PY) examples/reproduce.py --config examples/configs/reproduce_cpu.yaml --model $$BASE_MODEL
+	$(PY) examples/reproduce.py --config examples/configs/reproduce_cpu.yaml --model $$BASE_MODEL $(ARGS)
 
 bench:
 	$(PY) benchmarks/sampler.py

@@ -1,164 +1,409 @@
 """Fine-tune a multilingual encoder with hybrid (mono / cross-lingual) batches and evaluate it LAReQA-style.
 
-Runs under ``accelerate launch`` (one or many processes, CPU or GPUs) and plain ``python``. Every
-field of :class:`TrainConfig` is a YAML key and a command-line flag (``--batch-size 32``); flags win.
+Runs under ``accelerate launch`` (one or many processes, CPU or GPUs) and plain ``python``. The options are
+dataclasses parsed by ``transformers.HfArgumentParser`` together with ``SentenceTransformerTrainingArguments``,
+so every training flag works (``--bf16``, ``--gradient_accumulation_steps 4``, ``--lr_scheduler_type cosine``,
+``--dataloader_num_workers 4``, ``--report_to tensorboard``, ``--push_to_hub --hub_model_id user/name``, ...).
+Flags take ``--snake_case`` or ``--kebab-case``. A YAML ``--config`` sets any of them by name (without the
+dashes); flags win over the YAML. Everything is checked before the model is loaded.
 
 Usage:
     accelerate launch examples/train.py --config examples/configs/default.yaml
-    python examples/train.py --config examples/configs/default.yaml --strategy mono --max-steps 50
+    python examples/train.py --config examples/configs/default.yaml --strategy mono --max_steps 50 --bf16 --use_cpu
     accelerate launch --multi_gpu --num_processes 2 examples/train.py --config ... --resume
+    python examples/train.py --config ... --merge_ratio 0.5   # also save and evaluate the merge with the base
 
 Outputs under ``output_dir``: ``checkpoints/``, ``model/`` (loads with plain ``SentenceTransformer``; its
-README is the model card), ``eval/{before,after}/`` (metrics JSON/CSV, pair matrix, heatmap) and
-``results.json`` (config, before/after metrics, runtime).
+README is the model card), with ``--merge_ratio`` also ``model-merged/``, ``eval/{before,after,merged}/``
+(metrics JSON/CSV, pair matrix, heatmap) and ``results.json``. A used ``output_dir`` is refused unless
+``--resume`` (continue its last checkpoint) or ``--overwrite`` (start over) is given. The zero-shot evaluation
+in ``eval/before`` is reused only if the model, data, languages and prompts are unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import functools
-import json
 import logging
+import math
 import os
+import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+from sentence_transformers import SentenceTransformerTrainingArguments
+from transformers import HfArgumentParser
+
+from st_hybrid.io import cached_json, path_fingerprint, write_json
+from st_hybrid.sampler import LANGUAGE_WEIGHTINGS, STRATEGIES
 
 logger = logging.getLogger("st_hybrid.train")
 
 HEADLINE_METRICS = ("mono_map", "cross_map", "multi_map", "rank_distance", "multi_ndcg@10", "multi_recall@10")
+LOSSES = ("mnrl", "cached_mnrl")
+
+
+def _as_list(value: Any, split_commas: bool = False) -> list[str] | None:
+    """A list from YAML (a list, or one bare string) or flags (items, a YAML-style ``[a, b]``, or ``a,b``)."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    result = []
+    for item in map(str, items):
+        if item.startswith("[") and item.endswith("]") or split_commas:
+            result += [part.strip() for part in item.strip("[]").split(",") if part.strip()]
+        else:
+            result.append(item.strip())
+    return result
+
+
+def _as_languages(value: Any, name: str) -> list[str] | None:
+    languages = _as_list(value, split_commas=True)
+    bad = [code for code in languages or [] if not (code.isascii() and code.replace("-", "").isalnum())]
+    if bad:
+        raise ValueError(f"{name}: {bad} are not language codes. Give codes, e.g. `--{name} en de es`.")
+    if languages is not None and not languages:
+        raise ValueError(f"{name} is empty: give language codes (e.g. `--{name} en de`) or leave it unset.")
+    return languages
+
+
+def _none_if_null(value: str | None) -> str | None:
+    return None if value is None or value.strip().lower() in ("", "null", "none") else value
 
 
 @dataclass
-class TrainConfig:
-    """Everything a run needs; each field is a YAML key and a ``--flag``."""
-
-    # Model
-    model: str = "intfloat/multilingual-e5-small"
-    base_model_name: str | None = None  # Hub id for the card when `model` is a local copy of it
+class ModelArguments:
+    model: str = field(default="intfloat/multilingual-e5-small", metadata={"help": "Hub id or local folder."})
+    base_model_name: str | None = field(
+        default=None, metadata={"help": "Hub id for the card when --model is a local copy of it."}
+    )
     max_seq_length: int = 128
-    freeze_embeddings: bool = (
-        False  # the word-embedding matrix is most of a small model: freezing halves CPU time
+    freeze_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Freeze the word embeddings (most of a small model): halves CPU time."},
     )
     query_prompt: str = "query: "
     passage_prompt: str = "passage: "
-    # Training data: LAReQA folders/files, parallel datasets (.jsonl/.parquet) or Hub ids
-    train_data: list[str] = field(default_factory=lambda: ["../shared/data/mlqa-r"])
-    train_languages: list[str] | None = None
-    cross_partners: int | None = 2
+
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 1:
+            raise ValueError(f"max_seq_length must be >= 1, got {self.max_seq_length}.")
+
+
+@dataclass
+class DataArguments:
+    train_data: list[str] = field(
+        default_factory=lambda: ["../shared/data/mlqa-r"],
+        metadata={"help": "LAReQA folders/files, parallel .jsonl/.parquet files or Hub dataset ids."},
+    )
+    train_languages: list[str] | None = field(default=None, metadata={"help": "Default: every language."})
+    cross_partners: int | None = field(
+        default=2, metadata={"help": "Cross-lingual partners per pair (YAML null: every language pair)."}
+    )
     max_train_pairs: int | None = None
-    # Batches
-    strategy: str = "hybrid"
-    alpha: float = 0.5
-    language_weighting: str = "uniform"
+
+    def __post_init__(self) -> None:
+        self.train_data = _as_list(self.train_data)
+        self.train_languages = _as_languages(self.train_languages, "train_languages")
+        if not self.train_data:
+            raise ValueError("train_data is empty: give at least one dataset.")
+        if self.cross_partners is not None and self.cross_partners < 1:
+            raise ValueError(f"cross_partners must be >= 1 or null (every pair), got {self.cross_partners}.")
+
+
+@dataclass
+class BatchArguments:
+    strategy: str = field(default="hybrid", metadata={"help": f"One of {', '.join(STRATEGIES)}."})
+    alpha: float = field(default=0.5, metadata={"help": "Share of monolingual batches (hybrid, mixed)."})
+    language_weighting: str = field(
+        default="uniform", metadata={"help": f"One of {', '.join(LANGUAGE_WEIGHTINGS)}."}
+    )
     temperature: float = 1.0
     one_pair_per_batch: bool = False
-    # Optimization
-    batch_size: int = 16
-    learning_rate: float = 3e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_steps: int = -1
-    num_train_epochs: float = 1.0
-    loss: str = "mnrl"  # mnrl | cached_mnrl
+    drop_small_pools: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Unknown strategy {self.strategy!r}: choose one of {list(STRATEGIES)}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1] (the share of monolingual batches), got {self.alpha}.")
+        if self.language_weighting not in LANGUAGE_WEIGHTINGS:
+            raise ValueError(
+                f"Unknown language_weighting {self.language_weighting!r}: choose one of {list(LANGUAGE_WEIGHTINGS)}."
+            )
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+
+
+@dataclass
+class LossArguments:
+    loss: str = field(
+        default="mnrl", metadata={"help": "mnrl or cached_mnrl (gradient caching, large batches)."}
+    )
     scale: float = 20.0
     gather_across_devices: bool = False
-    mini_batch_size: int = 32  # cached_mnrl only
-    seed: int = 42
-    # Evaluation (LAReQA-style, never on training data)
-    eval_data: str | None = "../shared/data/xquad-r"
+    mini_batch_size: int = field(default=32, metadata={"help": "cached_mnrl only."})
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"Unknown loss {self.loss!r}: choose one of {list(LOSSES)}.")
+        if self.mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1, got {self.mini_batch_size}.")
+
+
+@dataclass
+class EvaluationArguments:
+    eval_data: str | None = field(
+        default="../shared/data/xquad-r",
+        metadata={"help": "LAReQA folder, never training data; 'null': none."},
+    )
     eval_name: str = "xquad-r"
     eval_languages: list[str] | None = None
-    eval_max_articles: int | None = None
+    eval_max_articles: int | None = field(default=None, metadata={"help": "A subset: the first N articles."})
     eval_batch_size: int = 64
-    eval_steps: int | None = None  # also evaluate during training every N steps
-    evaluate_before: bool = True
-    # Output
-    output_dir: str = "outputs/default"
-    save_steps: int = 50
-    save_total_limit: int | None = 2
-    logging_steps: int = 10
-    resume: bool = False
-    push_to_hub: str | None = None
-    hub_private: bool = False
+    evaluate_before: bool = field(default=True, metadata={"help": "Also evaluate the base model (cached)."})
 
-    @classmethod
-    def from_sources(cls, config_path: str | None, overrides: dict[str, Any]) -> TrainConfig:
-        values = yaml.safe_load(Path(config_path).read_text()) if config_path else {}
-        values = {**(values or {}), **overrides}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SystemExit(f"Unknown config keys {unknown}. Valid keys: {sorted(known)}")
-        config = cls(**values)
-        if isinstance(config.train_data, str):
-            config.train_data = [config.train_data]
-        return config
+    def __post_init__(self) -> None:
+        self.eval_data = _none_if_null(self.eval_data)
+        self.eval_languages = _as_languages(self.eval_languages, "eval_languages")
+        if self.eval_max_articles is not None and self.eval_max_articles < 1:
+            raise ValueError(f"eval_max_articles must be >= 1, got {self.eval_max_articles}.")
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=None, help="YAML config file (examples/configs/*.yaml)")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "resume":
-            parser.add_argument(
-                flag, action="store_true", default=argparse.SUPPRESS, help="continue from the last checkpoint"
+@dataclass
+class MergeArguments:
+    merge_ratio: float | None = field(
+        default=None,
+        metadata={"help": "Also save model-merged/: (1 - r) * base + r * fine-tuned weights, evaluated too."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.merge_ratio is not None and not (
+            math.isfinite(self.merge_ratio) and 0 <= self.merge_ratio <= 1
+        ):
+            raise ValueError(
+                f"merge_ratio must be in [0, 1] (0 = base, 1 = fine-tuned), got {self.merge_ratio}."
             )
-        else:
-            # YAML parsing gives ints, floats, bools, null and [lists] on the command line too.
-            parser.add_argument(
-                flag, dest=f.name, type=yaml.safe_load, default=argparse.SUPPRESS, metavar="VALUE"
+
+
+@dataclass
+class RunArguments:
+    resume: bool = field(
+        default=False, metadata={"help": "Continue the run in output_dir from its last checkpoint."}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Start over in a used output_dir (deletes its previous run's outputs)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.resume and self.overwrite:
+            raise ValueError(
+                "--resume continues the run in output_dir and --overwrite discards it: pick one."
             )
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k != "config"}  # only the flags given
-    return TrainConfig.from_sources(args.config, overrides)
+
+
+ARGUMENT_CLASSES = (
+    ModelArguments,
+    DataArguments,
+    BatchArguments,
+    LossArguments,
+    EvaluationArguments,
+    MergeArguments,
+    RunArguments,
+    SentenceTransformerTrainingArguments,
+)
+
+
+@dataclass
+class Arguments:
+    """One run's arguments: our groups plus the training arguments (whose output_dir is ``checkpoints/``)."""
+
+    model: ModelArguments
+    data: DataArguments
+    batches: BatchArguments
+    loss: LossArguments
+    evaluation: EvaluationArguments
+    merge: MergeArguments
+    run: RunArguments
+    training: SentenceTransformerTrainingArguments
+    output_dir: Path
+
+    def options(self) -> dict[str, Any]:
+        """Our options as one flat dict (the YAML keys)."""
+        groups = (self.model, self.data, self.batches, self.loss, self.evaluation, self.merge, self.run)
+        return {
+            "output_dir": str(self.output_dir),
+            **{k: v for group in groups for k, v in asdict(group).items()},
+        }
+
+
+def _ddp_backend() -> str | None:
+    """Without CUDA, transformers starts a process group only when told to use gloo (CPU multi-process)."""
+    import torch
+
+    launched_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return "gloo" if launched_distributed and not torch.cuda.is_available() else None
+
+
+# This recipe's defaults where they differ from TrainingArguments'; a YAML config or a flag overrides them.
+TRAINING_DEFAULTS = {
+    "output_dir": "outputs/default",
+    "per_device_train_batch_size": 16,
+    "learning_rate": 3e-5,
+    "weight_decay": 0.01,
+    "warmup_steps": 0.1,  # a float below 1 is a ratio of the total steps (transformers 5)
+    "logging_steps": 10,
+    "save_steps": 50,
+    "save_total_limit": 2,
+    "dataloader_drop_last": True,
+}
+
+
+def build_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--config", default=None, help="YAML file: keys are flag names (examples/configs/*.yaml)."
+    )
+    parser.add_argument(
+        "--batch_size",
+        "--batch-size",
+        dest="per_device_train_batch_size",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="Short for --per_device_train_batch_size.",
+    )
+    parser.set_defaults(**TRAINING_DEFAULTS, ddp_backend=_ddp_backend())
+    return parser
+
+
+def _config_defaults(parser: HfArgumentParser, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Map config keys (any flag name, e.g. ``batch_size`` or ``lr_scheduler_type``) to parser destinations."""
+    actions = parser._option_string_actions  # argparse keeps no public map from flag to destination
+    unknown = sorted(key for key in values if f"--{key}" not in actions or key == "config")
+    if unknown:
+        ours = sorted(f.name for group in ARGUMENT_CLASSES[:-1] for f in fields(group))
+        parser.error(
+            f"Unknown config keys {unknown} in {source}. Valid keys: {ours}, batch_size and every "
+            "SentenceTransformerTrainingArguments field (see --help)."
+        )
+    defaults = {actions[f"--{key}"].dest: value for key, value in values.items()}
+    if isinstance(defaults.get("push_to_hub"), str) and defaults["push_to_hub"].lower() not in (
+        "true",
+        "false",
+    ):
+        defaults["hub_model_id"] = defaults.pop("push_to_hub")  # st-hybrid 0.1: push_to_hub held the repo id
+        defaults["push_to_hub"] = True
+    return defaults
+
+
+def _legacy_push_flag(argv: list[str]) -> list[str]:
+    """``--push-to-hub user/name`` (st-hybrid 0.1) means ``--push_to_hub --hub_model_id user/name``."""
+    result = list(argv)
+    for i, token in enumerate(argv[:-1]):
+        value = argv[i + 1]
+        if token in ("--push-to-hub", "--push_to_hub") and "/" in value and not value.startswith("-"):
+            result[i : i + 2] = [token, "--hub_model_id", value]
+            return _legacy_push_flag(result)
+    return result
+
+
+def parse_args(argv: list[str] | None = None, overrides: dict[str, Any] | None = None) -> Arguments:
+    """Parse flags (after the ``--config`` YAML and ``overrides``, both keyed by flag name) into :class:`Arguments`.
+
+    Every value is checked here, before anything is loaded; a bad one exits with a message naming it.
+    """
+    argv = _legacy_push_flag(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser()
+    config_file = parser.parse_known_args(argv)[0].config
+    values = yaml.safe_load(Path(config_file).read_text()) if config_file else {}
+    if not isinstance(values or {}, dict):
+        parser.error(
+            f"{config_file} must hold a mapping of option names to values, not {type(values).__name__}."
+        )
+    parser.set_defaults(
+        **_config_defaults(parser, {**(values or {}), **(overrides or {})}, config_file or "overrides")
+    )
+    try:
+        *groups, training, _ = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    except ValueError as err:
+        parser.error(str(err))
+    output_dir = Path(training.output_dir)
+    training.output_dir = str(output_dir / "checkpoints")
+    if training.prompts is None:
+        training.prompts = {"query": groups[0].query_prompt, "passage": groups[0].passage_prompt}
+    arguments = Arguments(*groups, training=training, output_dir=output_dir)
+    if training.eval_strategy != "no" and not arguments.evaluation.eval_data:
+        parser.error(f"eval_strategy={training.eval_strategy!r} needs eval_data (a LAReQA folder).")
+    return arguments
+
+
+def check_output_dir(arguments: Arguments) -> None:
+    """Refuse to start a new run in a folder that holds another run's outputs (nothing is touched)."""
+    folder = arguments.output_dir
+    used = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if used and not (arguments.run.resume or arguments.run.overwrite):
+        raise SystemExit(
+            f"output_dir {folder} already holds a run ({', '.join(used)}). Pass --resume to continue it, "
+            "--overwrite to start over (its checkpoints, model and results are deleted), or choose another "
+            "--output_dir. Nothing was changed."
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------------------------
-def load_model(config: TrainConfig):
+def load_model(arguments: Arguments):
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(config.model)
-    model.max_seq_length = config.max_seq_length
-    if config.freeze_embeddings:
+    model = SentenceTransformer(arguments.model.model)
+    model.max_seq_length = arguments.model.max_seq_length
+    if arguments.model.freeze_embeddings:
         model[0].auto_model.get_input_embeddings().requires_grad_(False)
     return model
 
 
-def build_pairs(config: TrainConfig):
+def build_pairs(arguments: Arguments):
+    """Training pairs from every source; a requested language that no source holds is an error."""
     from datasets import concatenate_datasets
 
     from st_hybrid.data import build_training_pairs, load_parallel
 
-    tables = [load_parallel(source, languages=config.train_languages) for source in config.train_data]
-    pairs = [build_training_pairs(t, cross_partners=config.cross_partners, seed=config.seed) for t in tables]
+    data, seed = arguments.data, arguments.training.seed
+    tables = [load_parallel(source, languages=data.train_languages) for source in data.train_data]
+    pairs = [build_training_pairs(t, cross_partners=data.cross_partners, seed=seed) for t in tables]
     pairs = concatenate_datasets(pairs) if len(pairs) > 1 else pairs[0]
-    if config.max_train_pairs and len(pairs) > config.max_train_pairs:
-        pairs = pairs.shuffle(seed=config.seed).select(range(config.max_train_pairs))
+    found = set(pairs["query_language"]) | set(pairs["passage_language"])
+    missing = sorted(set(data.train_languages or []) - found)
+    if missing:
+        raise SystemExit(
+            f"train_languages {missing} are not in the training data {data.train_data} "
+            f"(it holds {sorted(found)}). Drop them or add data that has them."
+        )
+    if data.max_train_pairs and len(pairs) > data.max_train_pairs:
+        pairs = pairs.shuffle(seed=seed).select(range(data.max_train_pairs))
     return pairs
 
 
-def build_evaluator(config: TrainConfig):
-    if not config.eval_data:
+def build_evaluator(arguments: Arguments):
+    evaluation = arguments.evaluation
+    if not evaluation.eval_data:
         return None
     from st_hybrid.evaluation import LanguageAwareRetrievalEvaluator
 
     return LanguageAwareRetrievalEvaluator.from_lareqa(
-        config.eval_data,
-        languages=config.eval_languages,
-        max_articles=config.eval_max_articles,
-        name=config.eval_name,
-        query_prompt=config.query_prompt,
-        corpus_prompt=config.passage_prompt,
-        batch_size=config.eval_batch_size,
+        evaluation.eval_data,
+        languages=evaluation.eval_languages,
+        max_articles=evaluation.eval_max_articles,
+        name=evaluation.eval_name,
+        query_prompt=arguments.model.query_prompt,
+        corpus_prompt=arguments.model.passage_prompt,
+        batch_size=evaluation.eval_batch_size,
     )
 
 
@@ -174,129 +419,163 @@ def check_no_leakage(pairs, evaluator) -> None:
         )
 
 
-def build_loss(config: TrainConfig, model):
+def build_loss(arguments: Arguments, model):
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
         MultipleNegativesRankingLoss,
     )
 
-    if config.loss == "mnrl":
-        return MultipleNegativesRankingLoss(
-            model, scale=config.scale, gather_across_devices=config.gather_across_devices
-        )
-    if config.loss == "cached_mnrl":
-        return CachedMultipleNegativesRankingLoss(
-            model,
-            scale=config.scale,
-            mini_batch_size=config.mini_batch_size,
-            gather_across_devices=config.gather_across_devices,
-        )
-    raise SystemExit(f"Unknown loss {config.loss!r}: use 'mnrl' or 'cached_mnrl'.")
+    options = arguments.loss
+    common = {"scale": options.scale, "gather_across_devices": options.gather_across_devices}
+    if options.loss == "cached_mnrl":
+        return CachedMultipleNegativesRankingLoss(model, mini_batch_size=options.mini_batch_size, **common)
+    return MultipleNegativesRankingLoss(model, **common)
 
 
-def _ddp_backend() -> str | None:
-    """Without CUDA, transformers starts a process group only when told to use gloo (CPU multi-process)."""
-    import torch
+def evaluation_inputs(arguments: Arguments, model_name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """Everything an evaluation of ``model_name_or_path`` depends on: the key of its cached result."""
+    evaluation = arguments.evaluation
+    return {
+        "model": path_fingerprint(model_name_or_path),
+        "max_seq_length": arguments.model.max_seq_length,
+        "prompts": [arguments.model.query_prompt, arguments.model.passage_prompt],
+        "eval_data": path_fingerprint(evaluation.eval_data),
+        "eval_name": evaluation.eval_name,
+        "eval_languages": evaluation.eval_languages,
+        "eval_max_articles": evaluation.eval_max_articles,
+    }
 
-    launched_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return "gloo" if launched_distributed and not torch.cuda.is_available() else None
+
+# Training arguments that change where and how often a run reports, not what it computes.
+_REPORTING_PREFIXES = (
+    "output_dir",
+    "logging_",
+    "save_",
+    "hub_",
+    "push_to_hub",
+    "report_to",
+    "run_name",
+    "disable_tqdm",
+)
 
 
-def training_arguments(config: TrainConfig):
-    from sentence_transformers import SentenceTransformerTrainingArguments
-
-    eval_every = config.eval_steps and config.eval_data
-    return SentenceTransformerTrainingArguments(
-        output_dir=str(Path(config.output_dir) / "checkpoints"),
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        max_steps=config.max_steps,
-        num_train_epochs=config.num_train_epochs,
-        seed=config.seed,
-        data_seed=config.seed,
-        prompts={"query": config.query_prompt, "passage": config.passage_prompt},
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        eval_strategy="steps" if eval_every else "no",
-        eval_steps=config.eval_steps if eval_every else None,
-        report_to="none",
-        dataloader_drop_last=True,
-        ddp_backend=_ddp_backend(),
-    )
+def run_inputs(arguments: Arguments) -> dict[str, Any]:
+    """Everything a run's results depend on (model and data files, options, training arguments)."""
+    options = arguments.options()
+    for key in ("output_dir", "resume", "overwrite", "merge_ratio"):
+        options.pop(key)
+    training = arguments.training.to_dict()
+    return {
+        "options": options,
+        "training": {k: v for k, v in training.items() if not k.startswith(_REPORTING_PREFIXES)},
+        "model": path_fingerprint(arguments.model.model),
+        "train_data": [path_fingerprint(source) for source in arguments.data.train_data],
+        "evaluation": evaluation_inputs(arguments, arguments.model.model),
+    }
 
 
 def evaluate_into(evaluator, model, folder: Path) -> dict:
     """Run the evaluator, write its files to ``folder`` and return its report (the JSON schema)."""
     folder.mkdir(parents=True, exist_ok=True)
     evaluator(model, output_path=str(folder))
-    return json.loads((folder / f"{evaluator.name}_metrics.json").read_text())
+    return evaluator.last_report
 
 
-def cached_evaluation(evaluator, model, folder: Path) -> dict:
-    """The zero-shot evaluation is the same for every run of a base model: reuse it on resume."""
+def cached_evaluation(evaluator, model, folder: Path, inputs: dict[str, Any]) -> dict:
+    """An evaluation reused only while its inputs (model files, data, languages, prompts) are unchanged."""
     report_file = folder / f"{evaluator.name}_metrics.json"
-    if report_file.exists():
-        return json.loads(report_file.read_text())
-    return evaluate_into(evaluator, model, folder)
+    return cached_json(
+        report_file, inputs, lambda: evaluate_into(evaluator, model, folder), "zero-shot evaluation"
+    )
 
 
-def format_before_after(before: dict | None, after: dict) -> str:
-    if before is None:
-        return "\n".join(f"{name:<18}{after['metrics'][name]:>10.4f}" for name in HEADLINE_METRICS)
-    lines = [f"{'metric':<18}{'before':>10}{'after':>10}{'delta':>10}"]
+def format_table(reports: dict[str, dict | None]) -> str:
+    """Headline metrics side by side, each column after the first with its difference to the first."""
+    columns = {label: report for label, report in reports.items() if report}
+    labels = list(columns)
+    header = f"{'metric':<18}" + "".join(f"{label:>20}" for label in labels)
+    lines = [header]
     for name in HEADLINE_METRICS:
-        old, new = before["metrics"][name], after["metrics"][name]
-        lines.append(f"{name:<18}{old:>10.4f}{new:>10.4f}{new - old:>+10.4f}")
+        first = columns[labels[0]]["metrics"][name]
+        cells = [f"{first:>20.4f}"]
+        for label in labels[1:]:
+            value = columns[label]["metrics"][name]
+            cells.append(f"{f'{value:.4f} ({value - first:+.4f})':>20}")
+        lines.append(f"{name:<18}" + "".join(cells))
     return "\n".join(lines)
+
+
+def prepare_output_dir(arguments: Arguments) -> None:
+    """With --overwrite, delete the previous run's outputs (keyed caches such as eval/before stay)."""
+    if not arguments.run.overwrite:
+        return
+    for name in ("checkpoints", "model", "model-merged", "eval/after", "eval/merged", "results.json"):
+        path = arguments.output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        logger.warning("--overwrite: deleted %s", path)
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
-def run(config: TrainConfig) -> dict:
-    """Train, evaluate before/after, save model + card + metrics; return the results dict."""
+def run(arguments: Arguments) -> dict | None:
+    """Train, evaluate before/after (and the merge), save models + cards + metrics; return the results dict."""
     from accelerate import PartialState
 
     from st_hybrid import HybridBatchSampler, HybridTrainer
 
-    # The training arguments set up the distributed state; a PartialState made before them would
-    # pin a single-process state on CPU-only machines.
-    args = training_arguments(config)
+    # The training arguments set up the distributed state; every rank checks the output folder before
+    # anyone writes to it.
+    check_output_dir(arguments)
     state = PartialState()
-    output_dir = Path(config.output_dir)
-    model = load_model(config)
-    pairs = build_pairs(config)
-    evaluator = build_evaluator(config)
+    state.wait_for_everyone()
+    output_dir, training = arguments.output_dir, arguments.training
+    pairs = build_pairs(arguments)
+    evaluator = build_evaluator(arguments)
     if evaluator is not None:
         check_no_leakage(pairs, evaluator)
-    logger.info("Training pairs: %d; strategy=%s alpha=%s", len(pairs), config.strategy, config.alpha)
+    if state.is_main_process:
+        prepare_output_dir(arguments)
+    logger.info(
+        "Training pairs: %d; strategy=%s alpha=%s",
+        len(pairs),
+        arguments.batches.strategy,
+        arguments.batches.alpha,
+    )
+    model = load_model(arguments)
 
     before = None
-    if evaluator is not None and config.evaluate_before and state.is_main_process:
-        before = cached_evaluation(evaluator, model, output_dir / "eval" / "before")
+    if evaluator is not None and arguments.evaluation.evaluate_before and state.is_main_process:
+        inputs = evaluation_inputs(arguments, arguments.model.model)
+        before = cached_evaluation(evaluator, model, output_dir / "eval" / "before", inputs)
     state.wait_for_everyone()
 
+    batches = arguments.batches
     sampler = functools.partial(
         HybridBatchSampler,
-        strategy=config.strategy,
-        alpha=config.alpha,
-        language_weighting=config.language_weighting,
-        temperature=config.temperature,
-        one_pair_per_batch=config.one_pair_per_batch,
+        strategy=batches.strategy,
+        alpha=batches.alpha,
+        language_weighting=batches.language_weighting,
+        temperature=batches.temperature,
+        one_pair_per_batch=batches.one_pair_per_batch,
+        drop_small_pools=batches.drop_small_pools,
     )
+    trainer_args = copy.copy(training)
+    trainer_args.push_to_hub = False  # the final model and its card are published below, not checkpoints
     trainer = HybridTrainer(
         model=model,
-        args=args,
+        args=trainer_args,
         train_dataset=pairs,
-        loss=build_loss(config, model),
-        evaluator=evaluator if config.eval_steps else None,
+        loss=build_loss(arguments, model),
+        evaluator=evaluator if training.eval_strategy != "no" else None,
         batch_sampler=sampler,
     )
-    resume = config.resume and any((output_dir / "checkpoints").glob("checkpoint-*"))
+    resume = arguments.run.resume and any((output_dir / "checkpoints").glob("checkpoint-*"))
     start = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=True if resume else None)
     train_seconds = time.perf_counter() - start
@@ -307,7 +586,8 @@ def run(config: TrainConfig) -> dict:
     if state.is_main_process:
         after = evaluate_into(evaluator, model, output_dir / "eval" / "after") if evaluator else None
         results = {
-            "config": dataclasses.asdict(config),
+            "config": arguments.options(),
+            "training_arguments": training.to_dict(),
             "train_pairs": len(pairs),
             "train_languages": sorted(set(pairs["query_language"]) | set(pairs["passage_language"])),
             "global_step": train_output.global_step,
@@ -315,65 +595,128 @@ def run(config: TrainConfig) -> dict:
             "train_seconds": round(train_seconds, 1),
             "num_processes": state.num_processes,
             "resumed": bool(resume),
+            "eval_pool": describe_pool(arguments, after),
             "before": before,
             "after": after,
+            "merged": None,
         }
-        write_model_card(config, model_dir, results, output_dir)
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        write_model_card(arguments, model_dir, results)
+        if arguments.merge.merge_ratio is not None:
+            results["merged"] = merge_and_evaluate(arguments, model, evaluator, results)
+        write_json(output_dir / "results.json", results)
         if after:
             print(
-                f"\n{config.eval_name}: {config.strategy} (alpha={config.alpha}), {train_output.global_step} steps"
+                f"\n{arguments.evaluation.eval_name} ({results['eval_pool']}): {batches.strategy} "
+                f"(alpha={batches.alpha}), {train_output.global_step} steps"
             )
-            print(format_before_after(before, after))
-        if config.push_to_hub:
-            from st_hybrid.hub import publish_model
-
-            # The card written above (with this repo id in its usage snippet) is uploaded as is.
-            published = publish_model(model_dir, config.push_to_hub, private=config.hub_private)
-            print(f"Pushed to {published.url}")
+            print(format_table(_columns(results)))
+        if training.push_to_hub:
+            publish(arguments, output_dir / ("model-merged" if results["merged"] else "model"))
     state.wait_for_everyone()
     return results
 
 
-def write_model_card(config: TrainConfig, model_dir: Path, results: dict, output_dir: Path) -> None:
-    """README.md (+ heatmap and metrics) in the saved model folder, rendered from model_cards/."""
+def describe_pool(arguments: Arguments, report: dict | None) -> str | None:
+    """The evaluation pool in words: how many queries, candidates and languages, and whether a subset."""
+    if not report:
+        return None
+    subset = arguments.evaluation.eval_max_articles
+    return (
+        f"{report['num_queries']} queries x {report['num_candidates']} candidates, {len(report['languages'])} "
+        f"languages, {f'subset: first {subset} articles per language' if subset else 'full pool'}"
+    )
+
+
+def _columns(results: dict) -> dict[str, dict | None]:
+    columns = {"before (zero-shot)": results["before"], "after (fine-tuned)": results["after"]}
+    if results["merged"]:
+        columns[f"merged r={results['merged']['ratio']:g}"] = results["merged"]["after"]
+    return columns
+
+
+def merge_and_evaluate(arguments: Arguments, model, evaluator, results: dict) -> dict:
+    """Save ``model-merged/``, (1 - r)·base + r·fine-tuned; evaluate it; write its card (it says it is a merge)."""
+    from st_hybrid.merge import save_merged
+
+    ratio = arguments.merge.merge_ratio
+    merged_dir = arguments.output_dir / "model-merged"
+    merged = save_merged(arguments.model.model, model, ratio, merged_dir)
+    after = evaluate_into(evaluator, merged, arguments.output_dir / "eval" / "merged") if evaluator else None
+    merged_results = {"ratio": ratio, "path": str(merged_dir), "after": after}
+    write_model_card(arguments, merged_dir, {**results, "merged": merged_results}, merged=True)
+    return merged_results
+
+
+def publish(arguments: Arguments, model_dir: Path) -> None:
+    from st_hybrid.hub import publish_model
+
+    training = arguments.training
+    if not training.hub_model_id:
+        raise SystemExit("--push_to_hub needs --hub_model_id user/name (the model was saved to {model_dir}).")
+    # The card written above (with this repo id in its usage snippet) is uploaded as is.
+    published = publish_model(
+        model_dir,
+        training.hub_model_id,
+        private=bool(training.hub_private_repo),
+        revision=training.hub_revision,
+    )
+    print(f"Pushed to {published.url} ({model_dir.name}/)")
+
+
+def write_model_card(arguments: Arguments, model_dir: Path, results: dict, merged: bool = False) -> None:
+    """README.md (+ heatmap and metrics) in a saved model folder.
+
+    A merged model's card says it is a merge, and of what, from the record ``save_merged`` writes beside it.
+    """
     from st_hybrid.model_card import ModelCardInfo
     from st_hybrid.model_card import write_model_card as render
 
+    batches, training = arguments.batches, arguments.training
     info = ModelCardInfo(
-        base_model=config.base_model_name or config.model,
-        strategy=config.strategy,
-        alpha=config.alpha if config.strategy in ("hybrid", "mixed") else None,
+        base_model=arguments.model.base_model_name or arguments.model.model,
+        strategy=batches.strategy,
+        alpha=batches.alpha if batches.strategy in ("hybrid", "mixed") else None,
         languages=results["train_languages"],
-        language_weighting=config.language_weighting,
-        train_datasets=[Path(source).name for source in config.train_data],
+        language_weighting=batches.language_weighting,
+        train_datasets=[Path(source).name for source in arguments.data.train_data],
         hyperparameters={
-            "batch_size": config.batch_size * results["num_processes"],
-            "learning_rate": config.learning_rate,
-            "weight_decay": config.weight_decay,
-            "warmup_ratio": config.warmup_ratio,
+            "batch_size": training.per_device_train_batch_size * results["num_processes"],
+            "gradient_accumulation_steps": training.gradient_accumulation_steps,
+            "learning_rate": training.learning_rate,
+            "lr_scheduler_type": str(
+                getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type)
+            ),
+            "weight_decay": training.weight_decay,
+            "warmup_steps": training.warmup_steps,
             "steps": results["global_step"],
-            "max_seq_length": config.max_seq_length,
-            "seed": config.seed,
+            "max_seq_length": arguments.model.max_seq_length,
+            "precision": "bf16" if training.bf16 else "fp16" if training.fp16 else "fp32",
+            "seed": training.seed,
         },
-        loss=f"{'Cached' if config.loss == 'cached_mnrl' else ''}MultipleNegativesRankingLoss (scale={config.scale:g})",
-        query_prefix=config.query_prompt,
-        passage_prefix=config.passage_prompt,
+        loss=f"{'Cached' if arguments.loss.loss == 'cached_mnrl' else ''}MultipleNegativesRankingLoss "
+        f"(scale={arguments.loss.scale:g})",
+        query_prefix=arguments.model.query_prompt,
+        passage_prefix=arguments.model.passage_prompt,
         num_training_pairs=results["train_pairs"],
-        training_notes=_before_after_note(config, results),
+        training_notes=_card_note(arguments, results),
     )
-    reports = [output_dir / "eval" / "after" / f"{config.eval_name}_metrics.json"] if results["after"] else []
-    render(model_dir, info, reports, repo_id=config.push_to_hub)
+    folder = arguments.output_dir / "eval" / ("merged" if merged else "after")
+    report = (
+        folder / f"{arguments.evaluation.eval_name}_metrics.json"
+    )  # the heatmap beside it goes in the card
+    render(model_dir, info, [report] if report.exists() else [], repo_id=training.hub_model_id)
 
 
-def _before_after_note(config: TrainConfig, results: dict) -> str | None:
+def _card_note(arguments: Arguments, results: dict) -> str | None:
     if not (results["before"] and results["after"]):
         return None
-    table = format_before_after(results["before"], results["after"])
-    return f"Zero-shot base model vs this model on {config.eval_name}:\n\n```\n{table}\n```"
+    pool = f"{arguments.evaluation.eval_name} ({results['eval_pool']})"
+    return (
+        f"Zero-shot base model vs this run's models on {pool}:\n\n```\n{format_table(_columns(results))}\n```"
+    )
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return run(parse_args(argv))

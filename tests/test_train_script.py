@@ -1,5 +1,8 @@
-"""examples/train.py end to end: a tiny model through the real script (single process, 2 processes, resume),
-and a slow run with the real multilingual-e5-small."""
+"""examples/train.py end to end: a tiny model through the real script (single process, 2 processes, resume,
+TrainingArguments flags, weight merging), its option parsing, and a slow run with the real multilingual-e5-small.
+
+Flags are given in the 0.1 spelling (``--train-languages "[en, de]"``) by ``_flags`` and in the
+HfArgumentParser spelling (``--train_languages en de``) by the newer tests: both must keep working."""
 
 from __future__ import annotations
 
@@ -12,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "train.py"
 VENV_BIN = Path(sys.executable).parent
+sys.path.insert(0, str(TRAIN.parent))
+import train  # noqa: E402  (examples/train.py)
 
 
 def _flags(model: str, output_dir: Path, shared_data: Path, **overrides) -> list[str]:
@@ -120,10 +126,9 @@ def test_push_to_hub_uploads_model_and_card(tiny_model_path, shared_data, tmp_pa
             "HF_HOME": str(tmp_path / "hf"),
         }
         out = tmp_path / "pushed"
-        flags = _flags(
-            tiny_model_path, out, shared_data, evaluate_before="false", push_to_hub="user/tiny-hybrid"
-        )
-        log = _run([sys.executable, str(TRAIN), *flags], env=env)
+        flags = _flags(tiny_model_path, out, shared_data, evaluate_before="false")
+        push = ["--push_to_hub", "--hub_model_id", "user/tiny-hybrid"]
+        log = _run([sys.executable, str(TRAIN), *flags, *push], env=env)
         files = hub.files("user/tiny-hybrid")
     assert "Pushed to" in log and token not in log
     assert {"model.safetensors", "modules.json", "README.md", "assets/xquad-r_pair_map.png"} <= set(files)
@@ -139,6 +144,95 @@ def test_evaluating_on_training_data_is_refused(tiny_model_path, shared_data, tm
     assert result.returncode != 0
     assert "also appear in the evaluation set 'xquad-r'" in result.stderr
     assert not (tmp_path / "leak" / "model").exists()  # refused before training
+
+
+def test_yaml_flags_and_legacy_spellings_parse_into_the_training_arguments(tmp_path):
+    """YAML sets any option by name (ours and TrainingArguments'); flags win; 0.1 spellings still parse."""
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "strategy: mono\nbatch_size: 12\nlr_scheduler_type: cosine\ntrain_languages: de\n"
+        f"output_dir: {tmp_path / 'out'}\n"
+    )
+    arguments = train.parse_args(
+        ["--config", str(config), "--strategy", "cross", "--push-to-hub", "user/model", "--eval-data", "null"]
+    )
+    assert arguments.batches.strategy == "cross"  # the flag wins over the YAML
+    assert arguments.training.per_device_train_batch_size == 12  # batch_size is short for it
+    assert arguments.training.lr_scheduler_type == "cosine"
+    assert arguments.data.train_languages == ["de"]  # a bare YAML string is one language
+    assert arguments.training.push_to_hub and arguments.training.hub_model_id == "user/model"
+    assert arguments.evaluation.eval_data is None
+    assert arguments.output_dir == tmp_path / "out"
+    assert Path(arguments.training.output_dir) == tmp_path / "out" / "checkpoints"
+
+
+def test_training_arguments_flags_reach_the_trainer(tiny_model_path, shared_data, tmp_path):
+    """--bf16 --gradient_accumulation_steps 2 --lr_scheduler_type cosine are the arguments the Trainer ran with."""
+    out = tmp_path / "flags"
+    flags = _flags(tiny_model_path, out, shared_data, eval_data="null", evaluate_before="false")
+    extra = [
+        "--gradient_accumulation_steps",
+        "2",
+        "--lr_scheduler_type",
+        "cosine",
+        "--dataloader_num_workers",
+        "0",
+    ]
+    if (
+        torch.backends.cpu.get_cpu_capability() is not None
+    ):  # bf16 autocast on CPU (use_cpu, as TrainingArguments asks)
+        extra += ["--bf16", "--use_cpu"]
+    _run(
+        [sys.executable, str(TRAIN), "--config", str(ROOT / "examples/configs/default.yaml"), *flags, *extra]
+    )
+
+    # The Trainer saves the arguments it trained with beside every checkpoint.
+    used = torch.load(out / "checkpoints" / "checkpoint-6" / "training_args.bin", weights_only=False)
+    assert used.gradient_accumulation_steps == 2
+    assert used.lr_scheduler_type == "cosine"
+    assert used.bf16 and used.use_cpu  # bf16 autocast on CPU: TrainingArguments asks for use_cpu there
+    state = json.loads((out / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and state["train_batch_size"] == 8
+    results = json.loads((out / "results.json").read_text())
+    assert results["training_arguments"]["gradient_accumulation_steps"] == 2
+    assert results["config"]["strategy"] == "hybrid" and results["config"]["freeze_embeddings"] is True
+
+
+def test_merge_ratio_saves_and_evaluates_the_merged_model(tiny_model_path, shared_data, tmp_path):
+    """--merge_ratio 0.5: model-merged/ beside model/, both evaluated, both in results.json; its card says merge."""
+    out = tmp_path / "merge"
+    log = _run(
+        [sys.executable, str(TRAIN), *_flags(tiny_model_path, out, shared_data), "--merge_ratio", "0.5"]
+    )
+
+    results = json.loads((out / "results.json").read_text())
+    merged = results["merged"]
+    assert merged["ratio"] == 0.5 and Path(merged["path"]) == out / "model-merged"
+    assert 0.0 < merged["after"]["metrics"]["multi_map"] <= 1.0
+    assert (out / "eval" / "merged" / "xquad-r_metrics.json").exists()
+    assert "merged r=0.5" in log
+
+    # The merge lies halfway between the base and the fine-tuned weights.
+    base, tuned, mixed = (
+        _embeddings(Path(p)) for p in (tiny_model_path, out / "model", out / "model-merged")
+    )
+    assert not np.allclose(mixed, tuned, atol=1e-4) and not np.allclose(mixed, base, atol=1e-4)
+    from sentence_transformers import SentenceTransformer
+
+    states = [
+        SentenceTransformer(str(p)).state_dict()
+        for p in (tiny_model_path, out / "model", out / "model-merged")
+    ]
+    moved = [
+        key
+        for key, value in states[1].items()
+        if value.is_floating_point() and not value.equal(states[0][key])
+    ]
+    assert moved  # training changed some weights
+    for key in moved:
+        torch.testing.assert_close(states[2][key], 0.5 * states[0][key] + 0.5 * states[1][key])
+    card = (out / "model-merged" / "README.md").read_text()
+    assert "merge" in card.lower() and "0.5" in card
 
 
 @pytest.mark.slow
