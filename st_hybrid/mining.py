@@ -5,8 +5,8 @@ In parallel data that is not enough: the translation of a positive, another ques
 sentence, or the positive itself reached through a duplicate question are all relevant to the anchor, and
 mining them as "hard negatives" trains the model to push apart what it should pull together (false
 negatives). :func:`mine_hard_negatives` never mines from the anchor's **positive group**: the connected
-component of rows linked by a shared ``parallel_id``, query text or passage text (transitively). Every
-text of every row in the group is off limits, in every language.
+component of rows linked by a shared ``parallel_id``, ``answer_id`` (when the pairs have one), query text
+or passage text (transitively). Every text of every row in the group is off limits, in every language.
 
 Candidates are the distinct passage texts of the pairs. ``language="passage"`` draws a row's negatives from
 its passage's language (the query's language for mono rows, the target language for cross rows), so a
@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 #: Where negatives may come from: the row's passage language, or every language.
 LANGUAGE_MODES = ("passage", "any")
 _REQUIRED_COLUMNS = ("query", "passage", "passage_language", "parallel_id")
+# Grouping keys used when present: rows sharing an answer_id have the same answer sentence.
+_OPTIONAL_KEYS = ("answer_id",)
 # faiss on GPU returns at most this many neighbours per query.
 _GPU_MAX_K = 2048
 
@@ -66,24 +68,27 @@ def negative_columns(num_negatives: int) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Positive groups
 # ---------------------------------------------------------------------------------------------
-def _positive_groups(parallel_ids: np.ndarray, text_columns: Sequence[np.ndarray]) -> np.ndarray:
-    """Group label per row: connected components of rows sharing a parallel id or any text.
+def _positive_groups(key_columns: Sequence[np.ndarray], text_columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Group label per row: connected components of rows sharing a key (parallel id, answer id) or any text.
 
-    Texts share one namespace across columns (a passage equal to another row's query links the rows);
-    parallel ids have their own. Rows and keys form a bipartite graph whose components are the groups.
+    Each key column has its own namespace; texts share one across columns (a passage equal to another row's
+    query links the rows). Rows and keys form a bipartite graph whose components are the groups.
     """
     import pandas as pd
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    num_rows = len(parallel_ids)
-    id_codes, ids = pd.factorize(parallel_ids)
-    text_codes, texts = pd.factorize(np.concatenate(text_columns))
-    # Node numbering: rows, then parallel ids, then texts. Edge blocks: row-id, then one per text column.
-    keys = num_rows + np.concatenate([id_codes, len(ids) + text_codes])
-    rows = np.tile(np.arange(num_rows), 1 + len(text_columns))
-    size = num_rows + len(ids) + len(texts)
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, keys)), shape=(size, size))
+    num_rows = len(key_columns[0])
+    families = [pd.factorize(column)[0] for column in key_columns]
+    families.append(pd.factorize(np.concatenate(text_columns))[0])
+    # Node numbering: rows, then each family in its own range; one edge per (row, key).
+    keys, offset = [], num_rows
+    for codes in families:
+        keys.append(codes + offset)
+        offset += int(codes.max(initial=-1)) + 1
+    rows = np.tile(np.arange(num_rows), len(key_columns) + len(text_columns))
+    keys = np.concatenate(keys)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, keys)), shape=(offset, offset))
     _, labels = connected_components(graph.tocsr(), directed=False)
     return labels[:num_rows]
 
@@ -217,8 +222,8 @@ def mine_hard_negatives(
     """Add mined hard negatives to training pairs, never from the anchor's positive group.
 
     Args:
-        pairs: Training pairs (``query``, ``passage``, ``passage_language``, ``parallel_id``, any other
-            metadata), e.g. from :func:`st_hybrid.data.build_training_pairs`.
+        pairs: Training pairs (``query``, ``passage``, ``passage_language``, ``parallel_id``, optionally
+            ``answer_id`` and any other metadata), e.g. from :func:`st_hybrid.data.build_training_pairs`.
         model: The model whose embeddings rank the candidates (typically the one about to be trained).
         language: ``"passage"``: negatives in the row's passage language; ``"any"``: in every language.
         num_negatives: Negatives per row: one gives a ``negative`` column, more give ``negative_1`` ...
@@ -244,12 +249,13 @@ def mine_hard_negatives(
         dropped with a warning that says how many.
     """
     range_max = _check_arguments(pairs, language, num_negatives, range_min, range_max)
-    columns = pairs.select_columns(list(_REQUIRED_COLUMNS)).to_dict()
+    key_names = ["parallel_id"] + [name for name in _OPTIONAL_KEYS if name in pairs.column_names]
+    columns = pairs.select_columns(list(dict.fromkeys([*_REQUIRED_COLUMNS, *key_names]))).to_dict()
     queries = np.asarray(columns["query"], dtype=object)
     passages = np.asarray(columns["passage"], dtype=object)
     passage_languages = np.asarray(columns["passage_language"], dtype=object).astype(str)
     groups = _positive_groups(
-        np.asarray(columns["parallel_id"], dtype=object).astype(str), [queries, passages]
+        [np.asarray(columns[name], dtype=object).astype(str) for name in key_names], [queries, passages]
     )
 
     # Distinct texts, encoded once each.

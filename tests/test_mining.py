@@ -150,8 +150,35 @@ def test_groups_link_ids_and_texts_transitively():
     parallel_ids = np.array(["1", "1", "2", "3", "4"], dtype=object)
     queries = np.array(["q1", "q1-de", "q2", "q3", "q2"], dtype=object)  # row 4 repeats row 2's question
     passages = np.array(["a1", "a1-de", "a1-de", "a3", "a4"], dtype=object)  # row 2 shares row 1's answer
-    groups = _positive_groups(parallel_ids, [queries, passages])
+    groups = _positive_groups([parallel_ids], [queries, passages])
     assert groups[0] == groups[1] == groups[2] == groups[4] != groups[3]
+    # An answer id (the same answer sentence) links rows whose texts and ids all differ.
+    answer_ids = np.array(["s1", "s2", "s3", "s1", "s4"], dtype=object)
+    groups = _positive_groups([parallel_ids, answer_ids], [queries, passages])
+    assert len(set(groups)) == 1
+
+
+def test_answer_id_is_a_grouping_key():
+    pairs = Dataset.from_dict(
+        {
+            "query": ["q1", "q2", "q3"],
+            "passage": ["a1", "a1 (other rendering)", "a3"],
+            "passage_language": ["en"] * 3,
+            "parallel_id": ["1", "2", "3"],
+            "answer_id": ["x/0", "x/0", "x/1"],
+        }
+    )
+    topics = {"q1": 1, "a1": 1, "a1 (other rendering)": 1, "q2": 1, "q3": 3, "a3": 3}
+    mined = mine(pairs, topics, language="any")
+    assert mined["negative"][:2] == ["a3", "a3"]  # without answer_id, q1 would get its neighbour's a1 twin
+    assert mined.column_names == [
+        "query",
+        "passage",
+        "negative",
+        "passage_language",
+        "parallel_id",
+        "answer_id",
+    ]
 
 
 def test_language_pools():
