@@ -1,17 +1,21 @@
 """Publishing to the Hugging Face Hub: models with st-hybrid cards, datasets with dataset cards, the metric Space.
 
-Everything goes through the real client libraries: ``huggingface_hub`` (``HfApi.create_repo``/``create_commit``),
-sentence-transformers' ``save_pretrained`` for in-memory models and ``datasets.Dataset.push_to_hub``. What gets
-published loads back with plain ``SentenceTransformer("user/model")``, ``load_dataset("user/data")`` and
-``evaluate.load("user/metric")`` - st-hybrid is not needed on the reading side.
+Every upload is one ``HfApi.upload_folder`` commit (with ``revision``, ``create_pr``, ``commit_message`` and ignore
+patterns for trainer checkpoints and lock files). What is uploaded is assembled in a temporary folder of links to
+the local files plus the generated card, so a local folder is only ever read. What gets published loads back with
+plain ``SentenceTransformer("user/model")``, ``load_dataset("user/data")`` and ``evaluate.load("user/metric")``:
+st-hybrid is not needed on the reading side.
 
-Authentication: the ``token`` argument, else ``HF_TOKEN``, else the token saved by ``hf auth login``
-(``huggingface-cli login``). The token is only ever sent in the Authorization header: it is never printed, logged or
-written into a card. ``HF_ENDPOINT`` is read when a function is called (not only at import time), so a private Hub
-or a local test server works even if it is set after importing huggingface_hub.
+Endpoint: the ``endpoint`` argument, else ``HF_ENDPOINT`` (read when a function is called), else huggingface_hub's
+default; it is passed to ``HfApi(endpoint=...)``, never patched into library globals. Other settings of
+huggingface_hub (``HF_HUB_DISABLE_XET``, ``HF_HUB_OFFLINE``) and the endpoint used by ``datasets``, ``evaluate``
+and sentence-transformers on the *reading* side are read when those libraries are imported: set them before.
 
-Local files are only read: a failed publish (network error, 401, 5xx) leaves the model folder, the dataset and the
-cards untouched, and running the same call again resumes (files already on the Hub are skipped).
+Authentication: the ``token`` argument, else ``huggingface_hub.get_token()`` (``HF_TOKEN``, then the token saved by
+``hf auth login``). The token is only sent in the Authorization header: never printed, logged or written into a card.
+
+A failed publish (network error, 401, 5xx) leaves the local files untouched, and running the same call again
+resumes (files already on the Hub are skipped by huggingface_hub).
 
 Usage:
     >>> from st_hybrid.hub import publish_model, publish_dataset, publish_metric
@@ -27,8 +31,8 @@ Usage:
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,13 +46,12 @@ from st_hybrid.model_card import (
     ModelCardInfo,
     dataset_statistics,
     hub_asset_base_url,
-    load_report,
-    model_card_files,
     render_dataset_card,
-    render_model_card,
+    write_model_card,
 )
 
 __all__ = [
+    "IGNORE_PATTERNS",
     "PublishError",
     "PublishResult",
     "hub_endpoint",
@@ -60,9 +63,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_SKIP_DIRS = {".git", "__pycache__", ".cache", ".ipynb_checkpoints", ".huggingface"}
-_SKIP_SUFFIXES = (".pyc", ".lock")
-_SKIP_MODEL_DIR_PREFIXES = ("checkpoint-",)  # Trainer checkpoints inside an output folder are not the model
+#: Never uploaded: trainer checkpoints, lock files, caches and version-control folders.
+IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "*.lock", "**/*.lock", ".git/**", "**/__pycache__/**",
+                   "*.pyc", "**/*.pyc", ".cache/**", ".huggingface/**", ".ipynb_checkpoints/**"]  # fmt: skip
+_SKIP_DIRS = {".git", "__pycache__", ".cache", ".huggingface"}  # not even linked into the upload folder
+_MAX_SHARD_BYTES = 500 * 1024 * 1024  # as Dataset.push_to_hub
 ReportLike = str | os.PathLike | Mapping[str, Any] | EvaluationReport
 
 
@@ -78,7 +83,7 @@ class PublishResult:
         repo_id: The repository id.
         repo_type: ``"model"``, ``"dataset"`` or ``"space"``.
         url: The repository URL.
-        commit_url: URL of the (last) commit.
+        commit_url: URL of the commit.
         commit_oid: Its id.
         revision: The branch committed to (``None`` means ``main``).
         pr_url: The pull request URL when ``create_pr=True``.
@@ -96,20 +101,20 @@ class PublishResult:
 # ---------------------------------------------------------------------------------------------------------------
 # Endpoint, token, errors
 # ---------------------------------------------------------------------------------------------------------------
-def hub_endpoint() -> str:
-    """The Hub endpoint: ``$HF_ENDPOINT`` when set (read now), else huggingface_hub's default.
+def hub_endpoint(endpoint: str | None = None) -> str:
+    """The Hub endpoint: ``endpoint``, else ``$HF_ENDPOINT`` (read now), else huggingface_hub's default.
 
     Usage:
-        >>> hub_endpoint().startswith("http")
-        True
+        >>> hub_endpoint("https://hub.example.com/")
+        'https://hub.example.com'
     """
     from huggingface_hub import constants
 
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
 def resolve_token(token: str | None = None) -> str:
-    """The token to publish with: ``token``, else ``HF_TOKEN``, else the one saved by ``hf auth login``.
+    """The token to publish with: ``token``, else ``huggingface_hub.get_token()`` (``HF_TOKEN``, saved login).
 
     Raises:
         PublishError: When there is none (the message says how to log in).
@@ -118,11 +123,9 @@ def resolve_token(token: str | None = None) -> str:
         >>> resolve_token("hf_xxx")
         'hf_xxx'
     """
-    if token:
-        return token
-    from huggingface_hub import get_token
+    import huggingface_hub
 
-    found = os.environ.get("HF_TOKEN") or get_token()
+    found = token or huggingface_hub.get_token()
     if not found:
         raise PublishError(
             "No Hugging Face token found. Fix: run `hf auth login` (or `huggingface-cli login`), or set the "
@@ -196,32 +199,6 @@ def _hub_step(action: str, repo_id: str, endpoint: str, token: str | None) -> It
         raise _explain(err, action, repo_id, endpoint, token) from err
 
 
-def _reads_env_at_call_time(fn):
-    """Honour ``HF_HUB_DISABLE_XET`` set after huggingface_hub was imported (it reads it once, at import)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from huggingface_hub import constants
-
-        saved = constants.HF_HUB_DISABLE_XET
-        if os.environ.get("HF_HUB_DISABLE_XET", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-            constants.HF_HUB_DISABLE_XET = True
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            constants.HF_HUB_DISABLE_XET = saved
-
-    return wrapper
-
-
-def _api(endpoint: str, token: str):
-    from huggingface_hub import HfApi
-
-    from st_hybrid.model_card import _version
-
-    return HfApi(endpoint=endpoint, token=token, library_name="st-hybrid", library_version=_version())
-
-
 def _check_repo_id(repo_id: str) -> None:
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(
@@ -229,78 +206,89 @@ def _check_repo_id(repo_id: str) -> None:
         )
 
 
-def _prepare_repo(api, repo_id, repo_type, *, private, revision, endpoint, token, space_sdk=None) -> str:
-    """Create the repo (no-op when it exists) and the branch ``revision``; return the repo URL."""
-    with _hub_step("creating the repository", repo_id, endpoint, token):
-        kwargs = {"space_sdk": space_sdk} if space_sdk else {}
-        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **kwargs)
-    if revision and not revision.startswith("refs/pr/"):
-        with _hub_step(f"creating the branch '{revision}' of", repo_id, endpoint, token):
-            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-    return str(url)
+# ---------------------------------------------------------------------------------------------------------------
+# One upload: create the repo (and branch), then upload_folder
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Target:
+    repo_id: str
+    repo_type: str
+    endpoint: str
+    token: str
+    private: bool
+    revision: str | None
+    create_pr: bool
 
+    def api(self):
+        from huggingface_hub import HfApi
 
-def _folder_files(
-    folder: Path, skip: set[str] = frozenset(), skip_dir_prefixes: tuple[str, ...] = ()
-) -> dict[str, Path]:
-    """``{path_in_repo: real path}`` for every file under ``folder``; symlinks are followed and resolved."""
-    files: dict[str, Path] = {}
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(
-            d for d in dirs if d not in _SKIP_DIRS and not d.startswith(skip_dir_prefixes or ("\0",))
+        from st_hybrid.model_card import _version
+
+        return HfApi(
+            endpoint=self.endpoint, token=self.token, library_name="st-hybrid", library_version=_version()
         )
-        for name in sorted(names):
+
+    def step(self, action: str):
+        return _hub_step(action, self.repo_id, self.endpoint, self.token)
+
+
+def _target(repo_id, repo_type, *, endpoint, token, private, revision, create_pr) -> _Target:
+    _check_repo_id(repo_id)
+    return _Target(
+        repo_id, repo_type, hub_endpoint(endpoint), resolve_token(token), private, revision, create_pr
+    )
+
+
+def _upload(target: _Target, folder: Path, message: str, space_sdk: str | None = None) -> PublishResult:
+    """Create the repository (no-op when it exists) and the branch, then commit ``folder`` in one commit."""
+    api = target.api()
+    with target.step("creating the repository"):
+        kwargs = {"space_sdk": space_sdk} if space_sdk else {}
+        url = api.create_repo(target.repo_id, repo_type=target.repo_type, private=target.private, exist_ok=True,
+                              **kwargs)  # fmt: skip
+    if target.revision and not target.revision.startswith("refs/pr/"):
+        with target.step(f"creating the branch '{target.revision}' of"):
+            api.create_branch(
+                target.repo_id, branch=target.revision, repo_type=target.repo_type, exist_ok=True
+            )
+    logger.info("Uploading %s to %s/%s", folder, target.endpoint, target.repo_id)
+    with target.step("uploading files to"):
+        commit = api.upload_folder(
+            repo_id=target.repo_id,
+            repo_type=target.repo_type,
+            folder_path=folder,
+            revision=target.revision,
+            commit_message=message,
+            create_pr=target.create_pr,
+            ignore_patterns=IGNORE_PATTERNS,
+        )
+    logger.info("Published %s %s: %s", target.repo_type, target.repo_id, commit.pr_url or commit.commit_url)
+    return PublishResult(target.repo_id, target.repo_type, str(url), commit.commit_url, commit.oid,
+                         target.revision, commit.pr_url)  # fmt: skip
+
+
+def _link_tree(source: Path, staging: Path, skip: set[str] = frozenset()) -> None:
+    """Mirror ``source`` into ``staging`` as real folders of symlinks to the (resolved) files."""
+    for root, dirs, names in os.walk(source, followlinks=True):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+        for name in names:
             path = Path(root) / name
-            rel = path.relative_to(folder).as_posix()
-            if rel in skip or name.endswith(_SKIP_SUFFIXES):
+            rel = path.relative_to(source)
+            if rel.as_posix() in skip:
                 continue
             real = path.resolve()
             if not real.is_file():
                 raise PublishError(f"{path} is a broken symlink or not a regular file; fix or remove it.")
-            files[rel] = real
-    return files
-
-
-def _commit(api, repo_id, repo_type, files: Mapping[str, Path | bytes], *, message, revision, create_pr, endpoint,
-            token, description=None) -> Any:  # fmt: skip
-    from huggingface_hub import CommitOperationAdd
-
-    operations = [
-        CommitOperationAdd(
-            path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes) else str(content)
-        )
-        for path, content in files.items()
-    ]
-    with _hub_step("uploading files to", repo_id, endpoint, token):
-        return api.create_commit(
-            repo_id,
-            operations,
-            commit_message=message,
-            commit_description=description,
-            repo_type=repo_type,
-            revision=revision,
-            create_pr=create_pr,
-        )
-
-
-def _result(repo_id, repo_type, url, info, revision) -> PublishResult:
-    return PublishResult(
-        repo_id=repo_id,
-        repo_type=repo_type,
-        url=url,
-        commit_url=info.commit_url,
-        commit_oid=info.oid,
-        revision=revision,
-        pr_url=info.pr_url,
-    )
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).symlink_to(real)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _model_folder(model_or_path) -> Iterator[Path]:
-    """A saved model folder: the given path, or a temporary ``save_pretrained`` of an in-memory model."""
+def _model_folder(model_or_path) -> Iterator[tuple[Path, Any]]:
+    """(saved folder, model in memory or None): the given folder, or a temporary save of an in-memory model."""
     if isinstance(model_or_path, str | os.PathLike):
         folder = Path(model_or_path)
         if not (folder / "modules.json").is_file():
@@ -308,18 +296,17 @@ def _model_folder(model_or_path) -> Iterator[Path]:
                 f"{folder} is not a saved sentence-transformers model (no modules.json). Fix: pass the folder "
                 "written by model.save(...) or the SentenceTransformer object itself."
             )
-        yield folder
+        yield folder, None
         return
     if not hasattr(model_or_path, "save_pretrained"):
         raise PublishError(
             f"Expected a model folder or a SentenceTransformer, got {type(model_or_path).__name__}."
         )
-    with tempfile.TemporaryDirectory(prefix="st-hybrid-publish-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="st-hybrid-model-") as tmp:
         model_or_path.save_pretrained(tmp, create_model_card=False)
-        yield Path(tmp)
+        yield Path(tmp), model_or_path
 
 
-@_reads_env_at_call_time
 def publish_model(
     model_or_path,
     repo_id: str,
@@ -331,12 +318,14 @@ def publish_model(
     commit_message: str | None = None,
     create_pr: bool = False,
     token: str | None = None,
+    endpoint: str | None = None,
 ) -> PublishResult:
-    """Publish a sentence-transformers model with an st-hybrid model card, in one commit.
+    """Publish a sentence-transformers model with its st-hybrid model card, in one ``upload_folder`` commit.
 
-    The commit holds the model files (``checkpoint-*`` sub-folders are skipped), ``README.md`` rendered from ``model_cards/model_card.md`` (training facts,
-    results tables, ``model-index``), the reports' heatmaps under ``assets/`` and the reports under ``eval/``.
-    With ``card_info=None`` and no reports, an existing ``README.md`` in the folder is uploaded as is.
+    The commit holds the model files (trainer checkpoints and lock files are ignored) and, when ``card_info`` or
+    ``reports`` are given, a freshly rendered ``README.md`` (sentence-transformers' card with st-hybrid's sections,
+    :func:`~st_hybrid.model_card.write_model_card`), the reports under ``eval/`` and their heatmaps under
+    ``assets/``. Otherwise the folder's own ``README.md`` is uploaded as is.
 
     Args:
         model_or_path: A saved model folder or a ``SentenceTransformer`` (saved with ``save_pretrained``).
@@ -346,9 +335,10 @@ def publish_model(
             dicts or :class:`EvaluationReport`.
         private: Create the repository as private (ignored when it exists).
         revision: Branch to commit to; created from ``main`` when missing.
-        commit_message: Commit summary; a default names the model and strategy.
+        commit_message: Commit summary; a default names the strategy.
         create_pr: Open a pull request (against ``revision`` or ``main``) instead of committing directly.
-        token: Hub token; ``HF_TOKEN`` or the saved login otherwise.
+        token: Hub token; ``huggingface_hub.get_token()`` otherwise.
+        endpoint: Hub URL; ``HF_ENDPOINT`` or huggingface_hub's default otherwise.
 
     Returns:
         Where it was published.
@@ -360,32 +350,22 @@ def publish_model(
         >>> publish_model("output/model", "alice/hybrid-e5", card_info=ModelCardInfo(languages=["en", "de"]),
         ...               reports=["output/eval/xquad-r_metrics.json"], private=True)  # doctest: +SKIP
     """
-    _check_repo_id(repo_id)
-    loaded = [load_report(r) for r in reports]
     info = ModelCardInfo.from_dict(card_info) if isinstance(card_info, Mapping) else card_info
-    with _model_folder(model_or_path) as folder:
-        endpoint, token = hub_endpoint(), resolve_token(token)
-        render = info is not None or bool(loaded)
-        skip = {"README.md"} if render else set()
-        files: dict[str, Path | bytes] = dict(_folder_files(folder, skip, _SKIP_MODEL_DIR_PREFIXES))
+    _check_repo_id(repo_id)
+    with (
+        _model_folder(model_or_path) as (folder, model),
+        tempfile.TemporaryDirectory(prefix="st-hybrid-up-") as tmp,
+    ):
+        target = _target(repo_id, "model", endpoint=endpoint, token=token, private=private, revision=revision,
+                         create_pr=create_pr)  # fmt: skip
+        staging = Path(tmp)
+        render = info is not None or bool(reports)
+        _link_tree(folder, staging, skip={"README.md"} if render else set())
         if render:
-            info = info or ModelCardInfo()
-            base = hub_asset_base_url(repo_id, revision, endpoint)
-            card = render_model_card(info, loaded, repo_id=repo_id, model_path=folder, asset_base_url=base)
-            files["README.md"] = card.encode("utf-8")
-            files.update(model_card_files(loaded))
-        message = (
-            commit_message or f"Add st-hybrid model ({info.strategy if info else 'sentence-transformers'})"
-        )
-        logger.info("Publishing model %s to %s (%d files)", repo_id, endpoint, len(files))
-        api = _api(endpoint, token)
-        url = _prepare_repo(
-            api, repo_id, "model", private=private, revision=revision, endpoint=endpoint, token=token
-        )
-        info_commit = _commit(api, repo_id, "model", files, message=message, revision=revision, create_pr=create_pr,
-                              endpoint=endpoint, token=token)  # fmt: skip
-    logger.info("Published model %s: %s", repo_id, info_commit.pr_url or info_commit.commit_url)
-    return _result(repo_id, "model", url, info_commit, revision)
+            write_model_card(staging, info or ModelCardInfo(), reports, repo_id=repo_id, model=model,
+                             asset_base_url=hub_asset_base_url(repo_id, revision, target.endpoint))  # fmt: skip
+        strategy = info.strategy if info else "sentence-transformers"
+        return _upload(target, staging, commit_message or f"Add st-hybrid model ({strategy})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -408,30 +388,30 @@ def _load_local_dataset(dataset_or_path, split: str | None):
     )
 
 
-@contextlib.contextmanager
-def _datasets_endpoint(endpoint: str) -> Iterator[None]:
-    """``datasets`` reads HF_ENDPOINT once at import time; point it at ``endpoint`` for this call."""
-    from datasets import config
+def _write_parquet_splits(splits: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """``data/{split}-NNNNN-of-NNNNN.parquet`` shards (the Hub's layout) and their ``configs``/``dataset_info``."""
+    import copy
 
-    saved = config.HF_ENDPOINT, config.HUB_DATASETS_URL
-    config.HF_ENDPOINT = endpoint
-    config.HUB_DATASETS_URL = endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}"
-    try:
-        yield
-    finally:
-        config.HF_ENDPOINT, config.HUB_DATASETS_URL = saved
+    from datasets.splits import SplitDict, SplitInfo
+
+    (folder / "data").mkdir(parents=True)
+    split_infos = SplitDict()
+    for name, split in splits.items():
+        num_bytes = split.data.nbytes
+        shards = max(1, math.ceil(num_bytes / _MAX_SHARD_BYTES))
+        for index in range(shards):
+            shard = split.shard(num_shards=shards, index=index, contiguous=True)
+            shard.to_parquet(str(folder / "data" / f"{name}-{index:05d}-of-{shards:05d}.parquet"))
+        split_infos.add(SplitInfo(name=name, num_bytes=num_bytes, num_examples=len(split)))
+    info = copy.deepcopy(next(iter(splits.values())).info)
+    info.splits = split_infos
+    info.dataset_size = sum(s.num_bytes for s in split_infos.values())
+    configs = [
+        {"config_name": "default", "data_files": [{"split": n, "path": f"data/{n}-*"} for n in splits]}
+    ]
+    return {"dataset_info": info._to_yaml_dict(), "configs": configs}
 
 
-def _pushed_card_metadata(api, repo_id: str, revision: str, endpoint: str, token: str) -> dict[str, Any]:
-    """The ``dataset_info``/``configs`` metadata that ``Dataset.push_to_hub`` wrote into README.md."""
-    from huggingface_hub import DatasetCard
-
-    with _hub_step("reading back the dataset card of", repo_id, endpoint, token):
-        path = api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision)
-    return DatasetCard(Path(path).read_text(encoding="utf-8")).data.to_dict()
-
-
-@_reads_env_at_call_time
 def publish_dataset(
     dataset_or_path,
     repo_id: str,
@@ -443,13 +423,14 @@ def publish_dataset(
     commit_message: str | None = None,
     create_pr: bool = False,
     token: str | None = None,
+    endpoint: str | None = None,
 ) -> PublishResult:
-    """Publish a training-pairs or parallel dataset (``Dataset.push_to_hub``) with an st-hybrid dataset card.
+    """Publish a training-pairs or parallel dataset as Parquet with an st-hybrid dataset card, in one commit.
 
-    Two commits: the Parquet data (by ``datasets``), then ``README.md`` rendered from ``model_cards/dataset_card.md``
-    with the languages as metadata, sizes per language / language pair / source, source, license and how it was
-    built, keeping the ``dataset_info``/``configs`` metadata ``datasets`` wrote. With ``create_pr=True`` both go
-    into the same pull request.
+    The data is written in the Hub's layout (``data/{split}-*.parquet``, ``configs`` and ``dataset_info`` in the
+    card metadata, as ``Dataset.push_to_hub`` does) next to ``README.md`` rendered from
+    ``model_cards/dataset_card.md`` (languages, sizes per language / language pair / source, source, license, how
+    it was built); both go up in one ``upload_folder`` commit (or one pull request).
 
     Args:
         dataset_or_path: A ``Dataset``/``DatasetDict``, a ``save_to_disk`` folder or a .json/.jsonl/.csv/.parquet file.
@@ -458,12 +439,13 @@ def publish_dataset(
         split: Split name for a single ``Dataset`` (default: its own split or ``"train"``).
         private: Create the repository as private (ignored when it exists).
         revision: Branch to commit to; created from ``main`` when missing.
-        commit_message: Summary of the data commit.
+        commit_message: Commit summary.
         create_pr: Open a pull request instead of committing directly.
-        token: Hub token; ``HF_TOKEN`` or the saved login otherwise.
+        token: Hub token; ``huggingface_hub.get_token()`` otherwise.
+        endpoint: Hub URL; ``HF_ENDPOINT`` or huggingface_hub's default otherwise.
 
     Returns:
-        Where it was published (the card commit).
+        Where it was published.
 
     Raises:
         PublishError: With the problem and the fix.
@@ -481,62 +463,50 @@ def publish_dataset(
         else card_info or DatasetCardInfo()
     )
     dataset = _load_local_dataset(dataset_or_path, split)
+    if isinstance(dataset, datasets.DatasetDict):
+        splits = dict(dataset)
+    else:
+        splits = {split or (str(dataset.split) if dataset.split else "train"): dataset}
     stats = dataset_statistics(dataset)
-    endpoint, token = hub_endpoint(), resolve_token(token)
-    api = _api(endpoint, token)
-    url = _prepare_repo(
-        api, repo_id, "dataset", private=private, revision=revision, endpoint=endpoint, token=token
-    )
-    push_kwargs: dict[str, Any] = {"private": private, "token": token, "revision": revision, "create_pr": create_pr,
-                                   "commit_message": commit_message or "Upload st-hybrid dataset"}  # fmt: skip
-    if isinstance(dataset, datasets.Dataset) and split:
-        push_kwargs["split"] = split
-    logger.info("Publishing dataset %s to %s (%d rows)", repo_id, endpoint, stats["num_rows"])
-    with _datasets_endpoint(endpoint), _hub_step("uploading the dataset to", repo_id, endpoint, token):
-        data_commit = dataset.push_to_hub(repo_id, **push_kwargs)
-    card_revision = data_commit.pr_revision or revision or "main"
-    metadata = _pushed_card_metadata(api, repo_id, card_revision, endpoint, token)
-    card = render_dataset_card(info, stats, repo_id=repo_id, extra_metadata=metadata)
-    card_commit = _commit(api, repo_id, "dataset", {"README.md": card.encode("utf-8")},
-                          message="Add st-hybrid dataset card", revision=card_revision, create_pr=False,
-                          endpoint=endpoint, token=token)  # fmt: skip
-    pr_url = data_commit.pr_url
-    logger.info("Published dataset %s: %s", repo_id, pr_url or card_commit.commit_url)
-    return PublishResult(repo_id, "dataset", url, card_commit.commit_url, card_commit.oid, revision, pr_url)
+    target = _target(repo_id, "dataset", endpoint=endpoint, token=token, private=private, revision=revision,
+                     create_pr=create_pr)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="st-hybrid-up-") as tmp:
+        staging = Path(tmp)
+        metadata = _write_parquet_splits(splits, staging)
+        card = render_dataset_card(info, stats, repo_id=repo_id, extra_metadata=metadata)
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        logger.info("Publishing dataset %s (%d rows)", repo_id, stats["num_rows"])
+        return _upload(target, staging, commit_message or "Upload st-hybrid dataset")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Metric (evaluate module as a Space)
 # ---------------------------------------------------------------------------------------------------------------
-def _metric_files(folder: Path, repo_name: str) -> dict[str, Path | bytes]:
-    """The folder's files, with the script also under ``{repo_name}.py`` and Space metadata in README.md."""
+def _stage_metric(folder: Path, repo_name: str, staging: Path) -> None:
+    """The folder's files, the script also under ``{repo_name}.py``, and Space metadata in README.md."""
     from huggingface_hub import SpaceCard
 
-    files: dict[str, Path | bytes] = dict(_folder_files(folder))
-    script_name = f"{repo_name}.py"
-    if script_name not in files:
-        candidates = [f"{folder.name}.py"] + sorted(p for p in files if p.endswith(".py") and "/" not in p)
-        source = next((c for c in candidates if c in files and c != "app.py"), None)
+    _link_tree(folder, staging, skip={"README.md"})
+    script = staging / f"{repo_name}.py"
+    if not script.exists():
+        scripts = [f"{folder.name}.py"] + sorted(p.name for p in staging.glob("*.py"))
+        source = next((name for name in scripts if (staging / name).is_file() and name != "app.py"), None)
         if source is None:
             raise PublishError(
-                f"{folder} has no metric script: evaluate.load('user/{repo_name}') needs {script_name} "
+                f"{folder} has no metric script: evaluate.load('user/{repo_name}') needs {repo_name}.py "
                 f"(or {folder.name}.py) in the folder."
             )
-        files[script_name] = files[source]
-    readme = (
-        Path(files["README.md"]).read_text(encoding="utf-8") if "README.md" in files else f"# {repo_name}\n"
-    )
-    card = SpaceCard(readme)
+        script.symlink_to((staging / source).resolve())
+    readme = folder / "README.md"
+    card = SpaceCard(readme.read_text(encoding="utf-8") if readme.is_file() else f"# {repo_name}\n")
     card.data.sdk = card.data.sdk or "gradio"
     card.data.app_file = card.data.app_file or "app.py"
     card.data.title = card.data.title or repo_name
     tags = list(card.data.tags or [])
     card.data.tags = tags + [t for t in ("evaluate", "metric") if t not in tags]
-    files["README.md"] = str(card).encode("utf-8")
-    return files
+    (staging / "README.md").write_text(str(card), encoding="utf-8")
 
 
-@_reads_env_at_call_time
 def publish_metric(
     folder: str | os.PathLike,
     repo_id: str,
@@ -546,12 +516,13 @@ def publish_metric(
     commit_message: str | None = None,
     create_pr: bool = False,
     token: str | None = None,
+    endpoint: str | None = None,
 ) -> PublishResult:
-    """Publish an ``evaluate`` metric module folder as a Gradio Space, in one commit.
+    """Publish an ``evaluate`` metric module folder as a Gradio Space, in one ``upload_folder`` commit.
 
     ``evaluate.load("user/name")`` downloads ``name.py`` from the Space, so the script is also uploaded under the
-    repo's name when it differs. Symlinks in the folder are resolved into real files. README.md (the metric card)
-    gets the Space metadata it needs (``sdk: gradio``, ``app_file: app.py``) when missing.
+    repo's name when it differs. Symlinks in the folder are uploaded as the files they point to. README.md (the
+    metric card) gets the Space metadata it needs (``sdk: gradio``, ``app_file: app.py``) when missing.
 
     Args:
         folder: The metric folder (script, README.md card, app.py, requirements.txt).
@@ -560,7 +531,8 @@ def publish_metric(
         revision: Branch to commit to; created from ``main`` when missing.
         commit_message: Commit summary.
         create_pr: Open a pull request instead of committing directly.
-        token: Hub token; ``HF_TOKEN`` or the saved login otherwise.
+        token: Hub token; ``huggingface_hub.get_token()`` otherwise.
+        endpoint: Hub URL; ``HF_ENDPOINT`` or huggingface_hub's default otherwise.
 
     Returns:
         Where it was published.
@@ -576,13 +548,10 @@ def publish_metric(
     folder = Path(folder)
     if not folder.is_dir():
         raise PublishError(f"Metric folder {folder} does not exist.")
-    endpoint, token = hub_endpoint(), resolve_token(token)
-    files = _metric_files(folder, repo_id.split("/")[1])
-    api = _api(endpoint, token)
-    url = _prepare_repo(api, repo_id, "space", private=private, revision=revision, endpoint=endpoint, token=token,
-                        space_sdk="gradio")  # fmt: skip
-    logger.info("Publishing metric %s to %s (%d files)", repo_id, endpoint, len(files))
-    commit = _commit(api, repo_id, "space", files, message=commit_message or "Add st-hybrid evaluate metric",
-                     revision=revision, create_pr=create_pr, endpoint=endpoint, token=token)  # fmt: skip
-    logger.info("Published metric %s: %s", repo_id, commit.pr_url or commit.commit_url)
-    return _result(repo_id, "space", url, commit, revision)
+    target = _target(repo_id, "space", endpoint=endpoint, token=token, private=private, revision=revision,
+                     create_pr=create_pr)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="st-hybrid-up-") as tmp:
+        _stage_metric(folder, repo_id.split("/")[1], Path(tmp))
+        return _upload(
+            target, Path(tmp), commit_message or "Add st-hybrid evaluate metric", space_sdk="gradio"
+        )

@@ -691,6 +691,8 @@ def _write_files(root: Path, files: Mapping[str, Path | bytes]) -> None:
     for path_in_repo, content in files.items():
         target = root / path_in_repo
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():
+            target.unlink()  # a link into another folder (an upload folder): replace it, never write through it
         if isinstance(content, bytes):
             target.write_bytes(content)
         elif Path(content).resolve() != target.resolve():
@@ -950,6 +952,8 @@ def _hybrid_model_card_data_class():
             hybrid_reports: Evaluation reports of this model.
             baseline_reports: The same evaluations of the base model, for the before/after table.
             train_pair_statistics: Per-source languages and pair counts (filled from the training pairs).
+            asset_base_url: Prefix of the heatmap links; ``https://huggingface.co/{model_id}/resolve/main/`` when
+                the model id is known, relative links otherwise.
 
         Usage:
             >>> data = HybridModelCardData(hybrid_info=ModelCardInfo(languages=["en", "de"]))  # doctest: +SKIP
@@ -961,6 +965,7 @@ def _hybrid_model_card_data_class():
         hybrid_reports: list[Any] = field(default_factory=list)
         baseline_reports: list[Any] = field(default_factory=list)
         train_pair_statistics: dict[str, Any] = field(default_factory=dict)
+        asset_base_url: str | None = None
         template_path: Path = field(
             default_factory=lambda: find_template(MODEL_CARD_TEMPLATE), init=False, repr=False
         )
@@ -1056,7 +1061,7 @@ def _hybrid_model_card_data_class():
                 **{**data, "card_data": ""}
             )
             data["st_header"], data["st_body"] = _split_st_card(st_text)
-            asset_base = hub_asset_base_url(self.model_id) if self.model_id else None
+            asset_base = self.asset_base_url or (hub_asset_base_url(self.model_id) if self.model_id else None)
             data["hybrid_sections"] = _sections(
                 info, reports, baselines, license_id=self.license, pair_stats=self.train_pair_statistics,
                 asset_base_url=asset_base, model_dir=self._model_dir(),
@@ -1133,6 +1138,7 @@ def render_model_card(
     repo_id: str | None = None,
     baseline_reports: Sequence[str | os.PathLike | Mapping[str, Any] | EvaluationReport] = (),
     train_dataset=None,
+    asset_base_url: str | None = None,
 ) -> str:
     """Render a model card (README.md text) through sentence-transformers, with st-hybrid's sections on top.
 
@@ -1146,6 +1152,7 @@ def render_model_card(
         repo_id: Hub repo id, used in the usage snippet and for absolute asset links.
         baseline_reports: The same evaluations of the base model (before/after table).
         train_dataset: The training pairs, for the languages and pair counts per source.
+        asset_base_url: Prefix of the heatmap links (default: the Hub URL of ``repo_id``, else relative).
 
     Returns:
         The card text.
@@ -1155,11 +1162,14 @@ def render_model_card(
         ...                          repo_id="user/model")  # doctest: +SKIP
     """
     text, _ = _card(info, reports, model=model, model_path=model_path, repo_id=repo_id,
-                    baseline_reports=baseline_reports, train_dataset=train_dataset, save_dir=None)  # fmt: skip
+                    baseline_reports=baseline_reports, train_dataset=train_dataset, save_dir=None,
+                    asset_base_url=asset_base_url)  # fmt: skip
     return text
 
 
-def _card(info, reports, *, model, model_path, repo_id, baseline_reports, train_dataset, save_dir):
+def _card(
+    info, reports, *, model, model_path, repo_id, baseline_reports, train_dataset, save_dir, asset_base_url
+):
     from huggingface_hub import ModelCard
     from sentence_transformers.base.model_card import generate_model_card
 
@@ -1186,6 +1196,7 @@ def _card(info, reports, *, model, model_path, repo_id, baseline_reports, train_
         train_pair_statistics=_pair_statistics(train_dataset) or dict(state.get("train_pair_statistics") or {}),
     )  # fmt: skip
     data.restore(state)
+    data.asset_base_url = asset_base_url
     if repo_id:
         data.set_model_id(repo_id)
     data.save_dir = str(save_dir) if save_dir is not None else None
@@ -1208,6 +1219,7 @@ def write_model_card(
     model=None,
     baseline_reports: Sequence[str | os.PathLike | Mapping[str, Any] | EvaluationReport] = (),
     train_dataset=None,
+    asset_base_url: str | None = None,
 ) -> Path:
     """Write ``README.md`` (+ ``assets/``, ``eval/``, ``st_hybrid_card.json``) into a saved model folder.
 
@@ -1223,6 +1235,7 @@ def write_model_card(
         model: The model in memory (else loaded from ``model_path``).
         baseline_reports: The base model's evaluations on the same pools (before/after table).
         train_dataset: The training pairs (languages and pair counts per source).
+        asset_base_url: Prefix of the heatmap links (default: the Hub URL of ``repo_id``, else relative).
 
     Returns:
         The path of the written README.md.
@@ -1236,7 +1249,8 @@ def write_model_card(
             f"{root} is not a saved sentence-transformers model folder (no modules.json)."
         )
     text, _ = _card(info, reports, model=model, model_path=root, repo_id=repo_id,
-                    baseline_reports=baseline_reports, train_dataset=train_dataset, save_dir=root)  # fmt: skip
+                    baseline_reports=baseline_reports, train_dataset=train_dataset, save_dir=root,
+                    asset_base_url=asset_base_url)  # fmt: skip
     readme = root / "README.md"
     tmp = root / ".README.md.tmp"
     tmp.write_text(text, encoding="utf-8")

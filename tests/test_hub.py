@@ -1,8 +1,9 @@
 """Publishing round trips through the real client libraries against a local Hub-compatible server.
 
-Publishing runs in-process (``st_hybrid.hub`` reads ``HF_ENDPOINT`` at call time); loading runs in a subprocess
-where ``HF_ENDPOINT`` is set before sentence-transformers / datasets / evaluate are imported and ``st_hybrid`` is
-made unimportable, as for a user who only has the public libraries.
+Publishing runs in-process (``st_hybrid.hub`` reads ``HF_ENDPOINT`` at call time and passes it to
+``HfApi(endpoint=...)``); loading runs in a subprocess where ``HF_ENDPOINT`` is set before sentence-transformers /
+datasets / evaluate are imported and ``st_hybrid`` is made unimportable, as for a user who only has the public
+libraries.
 """
 
 from __future__ import annotations
@@ -99,11 +100,14 @@ def hub():
 def hub_env(hub, monkeypatch, tmp_path):
     """Point the in-process clients at the server.
 
-    huggingface_hub and datasets read these variables once, at import time (which already happened in this
-    process); st_hybrid.hub reads them at call time, which is what this fixture relies on.
+    st_hybrid.hub reads ``HF_ENDPOINT`` at call time. ``HF_HUB_DISABLE_XET`` is read by huggingface_hub once, at
+    import (docs/hub.md: set it before importing); this process imported it already, so the test sets the
+    constant the variable would have set (the local server speaks the git-LFS protocol, not Xet).
     """
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     hub.clear_faults()
     return hub
@@ -288,6 +292,22 @@ def test_in_memory_model_is_saved_with_save_pretrained(hub_env, tiny_model_path)
     assert 'SentenceTransformer("user/in-memory")' in files["README.md"].decode()
 
 
+def test_endpoint_is_passed_to_hfapi_not_patched_into_libraries(hub_env, tiny_model_path):
+    """The import-time endpoint of huggingface_hub and datasets stays what it was; the upload still lands."""
+    import datasets
+    from huggingface_hub import constants
+
+    from st_hybrid.hub import publish_dataset, publish_model
+
+    before = (constants.ENDPOINT, datasets.config.HF_ENDPOINT, constants.HF_HUB_DISABLE_XET)
+    assert hub_env.url != constants.ENDPOINT  # set after import: only st_hybrid.hub follows it
+    publish_model(tiny_model_path, "user/endpoint-model")
+    publish_dataset(_pairs_dataset(), "user/endpoint-data")
+    assert before == (constants.ENDPOINT, datasets.config.HF_ENDPOINT, constants.HF_HUB_DISABLE_XET)
+    assert "modules.json" in hub_env.files("user/endpoint-model")
+    assert any(p.startswith("data/train-") for p in hub_env.files("user/endpoint-data", "dataset"))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Options reach the server
 # ---------------------------------------------------------------------------------------------------------------
@@ -300,9 +320,11 @@ def test_private_revision_and_commit_message(hub_env, tiny_model_path, tmp_path)
     shutil.copytree(tiny_model_path, model)
     (model / "checkpoint-10").mkdir()
     (model / "checkpoint-10" / "optimizer.pt").write_bytes(b"trainer state")
+    (model / "tokenizer.json.lock").write_text("")
     result = publish_model(model, "user/opts", card_info=_card_info(), private=True, revision="exp-1",
                            commit_message="Hybrid alpha=0.5 run")  # fmt: skip
-    assert not any(path.startswith("checkpoint-") for path in hub_env.files("user/opts", revision="exp-1"))
+    uploaded = hub_env.files("user/opts", revision="exp-1")
+    assert not any(path.startswith("checkpoint-") or path.endswith(".lock") for path in uploaded)
     repo = hub_env.repo("user/opts")
     assert repo.private is True
     assert "modules.json" in hub_env.files("user/opts", revision="exp-1")
@@ -370,8 +392,8 @@ def test_model_failure_is_clear_local_intact_and_retry_succeeds(
     assert hub_env.files(repo_id)["modules.json"] == (Path(tiny_model_path) / "modules.json").read_bytes()
 
 
-@pytest.mark.parametrize("nth", [1, 2], ids=["data-commit", "card-commit"])
-def test_dataset_failure_then_retry(hub_env, tmp_path, nth):
+@pytest.mark.parametrize(("kind", "status"), [("commit", 503), ("preupload", 401)])
+def test_dataset_failure_then_retry(hub_env, tmp_path, kind, status):
     from datasets import load_from_disk
 
     from st_hybrid.hub import PublishError, publish_dataset
@@ -379,13 +401,14 @@ def test_dataset_failure_then_retry(hub_env, tmp_path, nth):
     folder = tmp_path / "pairs"
     _pairs_dataset().save_to_disk(str(folder))
     before = _tree_digest(folder)
-    repo_id = f"user/fail-data-{nth}"
-    hub_env.add_fault("commit", status=503, nth=nth)
-    with pytest.raises(PublishError, match="503"):
+    repo_id = f"user/fail-data-{kind}"
+    hub_env.add_fault(kind, status=status)
+    with pytest.raises(PublishError, match=str(status)):
         publish_dataset(folder, repo_id)
     assert _tree_digest(folder) == before
     assert load_from_disk(str(folder)).to_list() == _pairs_dataset().to_list()
 
+    assert not any(p.startswith("data/") for p in hub_env.files(repo_id, "dataset"))  # nothing half-committed
     publish_dataset(folder, repo_id)
     files = hub_env.files(repo_id, "dataset")
     assert any(p.startswith("data/train-") for p in files) and "st-hybrid" in files["README.md"].decode()
@@ -492,7 +515,7 @@ def test_cli_publish_model_with_options(hub_env, tiny_model_path, tmp_path, caps
     assert commit.summary == "From the CLI"
     readme = commit.files["README.md"].content.decode()
     assert "| alpha (probability of a monolingual batch) | 0.4 |" in readme
-    assert "| xquad-r | 4 | 40 | 52 | 0.7345 | 0.5456 | 0.4567 | 212.5 | 0.6678 |" in readme
+    assert "| xquad-r | subset | 4 | 40 | 52 | 0.7345 | 0.5456 | 0.4567 | 212.5 | 0.6678 |" in readme
 
 
 def test_cli_reports_errors_with_exit_code(hub_env, tmp_path, capsys):
