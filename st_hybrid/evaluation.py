@@ -8,7 +8,14 @@
 
 with full-depth average precision (macro-averaged over languages / language pairs as in LAReQA), the
 **rank distance** (language bias: worst minus best rank of a query's relevant candidates in the
-multilingual ranking), nDCG@k, Recall@k and MRR@k, per query language, plus the language-pair mAP matrix.
+multilingual ranking), nDCG@k, Recall@k and MRR@k, per query language, plus the language-pair mAP matrix;
+and language bias beyond the rank distance in the multilingual pool: the **top-k language share** matrix,
+the **language preference@k** and a PEER-style **rank fairness** test (definitions in
+:mod:`st_hybrid.metrics`).
+
+With ``pools``, the same embeddings are also evaluated on smaller multilingual pools (nested language
+subsets, e.g. 1, 2, 4, 8, 11 languages): how retrieval degrades as more languages compete in one pool,
+without encoding anything twice.
 
 How it computes:
     - Every distinct query text is encoded once (query prompt) and every distinct candidate text once
@@ -32,6 +39,9 @@ What counts:
       a query is NaN in the pair matrix, left out of the macro average and listed in ``empty_pairs``.
       A requested setting without any eligible query is an error.
     - ``rank_distance`` counts queries with at least two relevant candidates.
+    - In a sub-pool (``pools``) only the queries and candidates of its languages take part, exactly as in a
+      separate evaluation with ``languages=`` that pool; settings without an eligible query there (cross in
+      a one-language pool) are left out of that pool.
 
 Usage:
     >>> from sentence_transformers import SentenceTransformer
@@ -63,12 +73,13 @@ from tqdm.auto import tqdm
 
 from st_hybrid.metrics import (
     SETTINGS,
+    ChunkRanks,
     RelevanceLayout,
     build_relevance_layout,
     concatenate_ranks,
     rank_chunk,
     select_languages,
-    summarize_ranks,
+    summarize,
 )
 
 if TYPE_CHECKING:
@@ -134,6 +145,12 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
         ndcg_at_k: Cut-offs of nDCG in the multilingual pool.
         recall_at_k: Cut-offs of Recall in the multilingual pool.
         mrr_at_k: Cut-offs of MRR in the multilingual pool.
+        language_share_at_k: Depths of the top-k language share matrix and of ``language_preference@k``
+            (multilingual pool); empty to skip them.
+        pools: Extra multilingual pools to evaluate with the same embeddings, each a list of languages or
+            a number ``n`` (the first ``n`` of ``languages``, so that ``languages=["en", "de", ...]`` with
+            ``pools=[1, 2, 4, 8, 11]`` gives nested pools). Reported in ``report["pools"]`` and
+            ``{name}_pools.csv``; the returned metrics stay those of the full pool.
         primary_metric: The metric for model selection (without the name prefix), ``"multi_map"`` by
             default; ``"rank_distance"`` makes lower better.
         query_chunk_size: Queries scored against the whole pool at a time (memory: chunk x candidates x 5 bytes
@@ -172,6 +189,8 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
         ndcg_at_k: Sequence[int] = (10,),
         recall_at_k: Sequence[int] = (1, 10, 100),
         mrr_at_k: Sequence[int] = (10,),
+        language_share_at_k: Sequence[int] = (10,),
+        pools: Sequence[Sequence[str] | int] | None = None,
         primary_metric: str = "multi_map",
         query_chunk_size: int = 256,
         num_threads: int | None = None,
@@ -203,6 +222,9 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
         self.ndcg_at_k = tuple(ndcg_at_k)
         self.recall_at_k = tuple(recall_at_k)
         self.mrr_at_k = tuple(mrr_at_k)
+        self.language_share_at_k = tuple(language_share_at_k)
+        if any(int(k) < 1 for k in self.language_share_at_k):
+            raise ValueError(f"language_share_at_k must be positive depths, got {list(language_share_at_k)}.")
         self.query_chunk_size = query_chunk_size
         self.num_threads = num_threads or min(8, os.cpu_count() or 1)
         self.truncate_dim = truncate_dim
@@ -214,6 +236,7 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
 
         self._prepare(queries, corpus, relevant_docs, query_languages, corpus_languages, languages)
         self._check_settings()
+        self.pools = self._resolve_pools(pools)
         if primary_metric not in self.metric_names:
             raise ValueError(
                 f"primary_metric {primary_metric!r} is not computed; choose from {self.metric_names}."
@@ -332,20 +355,32 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
 
     def _check_settings(self) -> None:
         """Fail early when a requested setting has no query with a relevant candidate in its pool."""
-        query_languages = np.asarray(self.query_languages)
+        eligible = _eligible_settings(self.layout, self.query_languages, self.settings)
         for setting in self.settings:
-            if setting == "multi":
-                continue
-            eligible = 0
-            for lang, relevant in zip(self.pool_languages, self.layout.relevant_by_language, strict=True):
-                has_relevant = relevant[:, 0] >= 0
-                same = query_languages == lang
-                eligible += int((has_relevant & (same if setting == "mono" else ~same)).sum())
-            if eligible == 0:
+            if setting not in eligible:
                 raise ValueError(
                     f"The {setting!r} setting has no query with a relevant candidate in its pool; "
                     f"leave it out of `settings`."
                 )
+
+    def _resolve_pools(self, pools: Sequence[Sequence[str] | int] | None) -> list[list[str]]:
+        """Each pool as its list of languages; numbers take the first ``n`` evaluated languages."""
+        resolved = []
+        for pool in pools or ():
+            if isinstance(pool, (int, np.integer)):
+                if not 1 <= pool <= len(self.languages):
+                    raise ValueError(
+                        f"Pool size {pool} is out of range: choose 1..{len(self.languages)} languages."
+                    )
+                resolved.append(list(self.languages[: int(pool)]))
+            elif isinstance(pool, str):
+                raise ValueError(f"A pool is a list of languages or a number, got the string {pool!r}.")
+            else:
+                languages = select_languages(pool, self.languages)
+                if not languages:
+                    raise ValueError("A pool needs at least one language.")
+                resolved.append(languages)
+        return resolved
 
     @property
     def metric_names(self) -> list[str]:
@@ -356,6 +391,8 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
             names += [f"multi_ndcg@{k}" for k in self.ndcg_at_k]
             names += [f"multi_recall@{k}" for k in self.recall_at_k]
             names += [f"multi_mrr@{k}" for k in self.mrr_at_k]
+            names += [f"language_preference@{k}" for k in self.language_share_at_k]
+            names += ["rank_fairness_epsilon2", "rank_fairness_p"]
         return names
 
     @property
@@ -391,17 +428,8 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
     def compute_report(self, model: SentenceTransformer, output_path: str | None = None) -> dict[str, Any]:
         """Encode, rank and aggregate; the structured report (see ``docs/architecture.md``)."""
         query_embeddings, candidate_embeddings, similarity = self.embed(model)
-        multi_ranks, ranks_by_language = self.rank(query_embeddings, candidate_embeddings)
-        summary = summarize_ranks(
-            multi_ranks,
-            dict(zip(self.pool_languages, ranks_by_language, strict=True)),
-            self.query_languages,
-            languages=self.languages,
-            settings=self.settings,
-            ndcg_at=self.ndcg_at_k,
-            recall_at=self.recall_at_k,
-            mrr_at=self.mrr_at_k,
-        )
+        ranks = self.rank(query_embeddings, candidate_embeddings)
+        summary = self._summarize(ranks, self.layout, self.query_languages, self.languages, self.settings)
         if summary["empty_pairs"]:
             pairs = ", ".join(f"{x}->{y}" for x, y in summary["empty_pairs"])
             logger.warning(
@@ -410,7 +438,7 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
             )
         if self.write_predictions and output_path is not None:
             self._write_predictions(query_embeddings, candidate_embeddings, output_path)
-        return {
+        report = {
             "name": self.name,
             "languages": self.languages,
             "num_queries": len(self.query_ids),
@@ -423,6 +451,73 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
             "num_queries_per_setting": summary["num_queries"],
             "num_skipped_queries": self.num_skipped_queries,
             "empty_pairs": summary["empty_pairs"],
+            "top_k_language_share": summary["top_k_language_share"],
+            "rank_fairness": summary["rank_fairness"],
+        }
+        if self.pools:
+            report["pools"] = [
+                self._evaluate_pool(languages, query_embeddings, candidate_embeddings)
+                for languages in self.pools
+            ]
+        return report
+
+    def _summarize(
+        self, ranks: ChunkRanks, layout: RelevanceLayout, query_languages, languages, settings
+    ) -> dict[str, Any]:
+        return summarize(
+            ranks,
+            layout,
+            query_languages,
+            languages=languages,
+            settings=settings,
+            ndcg_at=self.ndcg_at_k,
+            recall_at=self.recall_at_k,
+            mrr_at=self.mrr_at_k,
+        )
+
+    def _evaluate_pool(
+        self, languages: list[str], query_embeddings: np.ndarray, candidate_embeddings: np.ndarray
+    ) -> dict[str, Any]:
+        """Metrics of the multilingual pool restricted to ``languages`` (queries and candidates), from the
+        embeddings already computed: the numbers of a separate evaluation with ``languages=languages``."""
+        selected = set(languages)
+        columns = np.flatnonzero([lang in selected for lang in self.candidate_languages])
+        new_column = np.full(len(self.candidate_ids), -1)
+        new_column[columns] = np.arange(columns.size)
+        rows, relevant, skipped = [], [], 0
+        for i, lang in enumerate(self.query_languages):
+            if lang not in selected:
+                continue
+            mapped = [int(new_column[c]) for c in self.layout.relevant[i] if c >= 0 and new_column[c] >= 0]
+            if mapped:
+                rows.append(i)
+                relevant.append(mapped)
+            else:
+                skipped += 1
+        pool_languages = [lang for lang in self.pool_languages if lang in selected]
+        entry: dict[str, Any] = {
+            "languages": languages,
+            "num_languages": len(languages),
+            "num_queries": len(rows),
+            "num_candidates": int(columns.size),
+            "num_skipped_queries": skipped,
+        }
+        if not rows or not pool_languages:
+            logger.warning(f"{self.name}: pool {languages} has no query with a relevant candidate; skipped.")
+            return {**entry, "settings": [], "metrics": {}, "per_language": {}}
+        layout = build_relevance_layout(
+            relevant, [self.candidate_languages[c] for c in columns], pool_languages
+        )
+        query_languages = [self.query_languages[i] for i in rows]
+        settings = _eligible_settings(layout, query_languages, self.settings)
+        ranks = self.rank(query_embeddings[rows], candidate_embeddings[columns], layout)
+        summary = self._summarize(ranks, layout, query_languages, languages, settings)
+        return {
+            **entry,
+            "settings": settings,
+            "metrics": summary["metrics"],
+            "per_language": summary["per_language"],
+            "num_queries_per_setting": summary["num_queries"],
         }
 
     def embed(self, model: SentenceTransformer) -> tuple[np.ndarray, np.ndarray, str]:
@@ -459,14 +554,20 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
         return queries, candidates, similarity
 
     def rank(
-        self, query_embeddings: np.ndarray, candidate_embeddings: np.ndarray
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Exact ranks of every query's relevant candidates in the multilingual pool and in each language pool."""
+        self,
+        query_embeddings: np.ndarray,
+        candidate_embeddings: np.ndarray,
+        layout: RelevanceLayout | None = None,
+    ) -> ChunkRanks:
+        """Exact ranks of every query's relevant candidates in the multilingual pool and in each language
+        pool, and the languages of each query's top-k candidates (``layout``: ``self.layout`` by default)."""
+        layout = self.layout if layout is None else layout
         candidates_t = np.ascontiguousarray(candidate_embeddings.T)
+        top_k = self.language_share_at_k if "multi" in self.settings else ()
 
-        def rank_rows(start: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        def rank_rows(start: int) -> ChunkRanks:
             rows = slice(start, start + self.query_chunk_size)
-            return rank_chunk(query_embeddings[rows] @ candidates_t, self.layout, rows)
+            return rank_chunk(query_embeddings[rows] @ candidates_t, layout, rows, top_k)
 
         starts = range(0, len(query_embeddings), self.query_chunk_size)
         progress = {"total": len(starts), "desc": "Ranking", "disable": not self.show_progress_bar}
@@ -509,6 +610,8 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
             json.dump(_nan_to_none(report), f, indent=2, ensure_ascii=False, allow_nan=False)
         self._append_metrics_csv(report, output / f"{prefix}_metrics.csv")
         self._write_pair_csv(report["pair_map"], output / f"{prefix}_pair_map.csv")
+        if report.get("pools"):
+            self._write_pools_csv(report["pools"], output / f"{prefix}_pools.csv")
         if self.write_plot and report["pair_map"]:
             title = f"{self.name or 'Language-aware retrieval'}: mAP per language pair"
             summary = [
@@ -531,6 +634,25 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
             writer.writerow(
                 [report["epoch"], report["steps"], *(report["metrics"][k] for k in self.metric_names)]
             )
+
+    def _write_pools_csv(self, pools: list[dict[str, Any]], path: Path) -> None:
+        """One row per pool: its languages, sizes and every metric of the full pool (empty when not computed)."""
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(
+                ["num_languages", "languages", "num_queries", "num_candidates", *self.metric_names]
+            )
+            for pool in pools:
+                values = [pool["metrics"].get(key, math.nan) for key in self.metric_names]
+                writer.writerow(
+                    [
+                        pool["num_languages"],
+                        " ".join(pool["languages"]),
+                        pool["num_queries"],
+                        pool["num_candidates"],
+                        *("" if math.isnan(value) else value for value in values),
+                    ]
+                )
 
     @staticmethod
     def _write_pair_csv(pair_map: dict[str, dict[str, float]], path: Path) -> None:
@@ -566,10 +688,30 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
         config: dict[str, Any] = {"languages": self.languages}
         if tuple(self.settings) != SETTINGS:
             config["settings"] = list(self.settings)
+        if self.pools:
+            config["pools"] = self.pools
         for key in ("query_prompt", "corpus_prompt", "similarity_fn_name", "truncate_dim"):
             if getattr(self, key) is not None:
                 config[key] = getattr(self, key)
         return config
+
+
+def _eligible_settings(
+    layout: RelevanceLayout, query_languages: Sequence[str], settings: Sequence[str]
+) -> list[str]:
+    """The settings (of ``settings``) with at least one query having a relevant candidate in its pool."""
+    query_languages = np.asarray(query_languages)
+    eligible = []
+    for setting in settings:
+        if setting == "multi":
+            eligible.append(setting)
+            continue
+        for lang, relevant in zip(layout.languages, layout.relevant_by_language, strict=True):
+            same = query_languages == lang
+            if ((relevant[:, 0] >= 0) & (same if setting == "mono" else ~same)).any():
+                eligible.append(setting)
+                break
+    return eligible
 
 
 def _l2_normalize(embeddings: np.ndarray) -> np.ndarray:

@@ -173,6 +173,89 @@ def test_primary_metric_and_direction():
         _evaluator(primary_metric="multi_map", settings=["mono"])
 
 
+def test_stub_model_language_bias_hand_computed(tmp_path):
+    evaluator = _evaluator(language_share_at_k=(1, 2))
+    results = evaluator(StubModel(VECTORS), output_path=str(tmp_path))
+    # Multilingual rankings (dot products above): en queries a-en, o-de, o-de-2, a-de, o-en;
+    # de query o-de, o-de-2, o-en, a-de, a-en. Relevant share of the own language: 1/2 for every query.
+    # Top-1 own share: en 1, de 1 -> preference 1/2 each. Top-2: en 1/2 (-> 0), de 1 (-> 1/2).
+    assert results["toy_language_preference@1"] == pytest.approx(0.5)
+    assert results["toy_language_preference@2"] == pytest.approx(0.25)
+    report = evaluator.last_report
+    assert report["top_k_language_share"]["2"] == {
+        "de": {"de": 1.0, "en": 0.0},
+        "en": {"de": 0.5, "en": 0.5},
+    }
+    # Rank fairness, en: two identical queries, ranks en [1, 1], de [4, 4]: midranks 1.5, 1.5 | 3.5, 3.5,
+    # H = (12 / 20 * (3**2 / 2 + 7**2 / 2) - 15) / (1 - 12 / 60) = 2.4 / 0.8 = 3, p = erfc(sqrt(1.5)).
+    # de: ranks de [4], en [5]: H = N - 1 = 1.
+    fairness = report["rank_fairness"]
+    assert fairness["en"]["h"] == pytest.approx(3.0) and fairness["en"]["epsilon2"] == pytest.approx(1.0)
+    assert fairness["en"]["p"] == pytest.approx(math.erfc(math.sqrt(1.5)))
+    assert fairness["de"]["h"] == pytest.approx(1.0)
+    assert results["toy_rank_fairness_p"] == pytest.approx(
+        (math.erfc(math.sqrt(1.5)) + math.erfc(math.sqrt(0.5))) / 2
+    )
+    written = json.loads((tmp_path / "toy_metrics.json").read_text())
+    assert written["rank_fairness"]["en"]["num_ranks"] == 4
+    assert written["metrics"]["language_preference@2"] == pytest.approx(0.25)
+    header = next(csv.reader((tmp_path / "toy_metrics.csv").open()))
+    assert header[-4:] == [
+        "language_preference@1",
+        "language_preference@2",
+        "rank_fairness_epsilon2",
+        "rank_fairness_p",
+    ]
+
+
+def test_undefined_bias_metrics_are_written_as_null(tmp_path):
+    # One language: no second group for the rank-fairness test (NaN), written as JSON null.
+    evaluator = _evaluator(languages=["de"], settings=["mono", "multi"], pools=[["de"]])
+    results = evaluator(StubModel(VECTORS), output_path=str(tmp_path))
+    assert math.isnan(results["toy_rank_fairness_p"]) and math.isnan(results["toy_rank_fairness_epsilon2"])
+    text = (tmp_path / "toy_metrics.json").read_text()
+    assert "NaN" not in text
+    written = json.loads(text)
+    assert written["metrics"]["rank_fairness_p"] is None
+    assert written["rank_fairness"]["de"]["h"] is None
+    assert written["per_language"]["de"]["rank_fairness_epsilon2"] is None
+    assert written["pools"][0]["metrics"]["rank_fairness_p"] is None
+
+
+def test_pools_reuse_the_embeddings_and_equal_separate_evaluations(tmp_path):
+    model = StubModel(VECTORS)
+    evaluator = _evaluator(languages=["en", "de"], pools=[1, ["de"], 2])
+    evaluator(model, output_path=str(tmp_path))
+    assert len(model.encoded["query"]) == 2  # encoded once, not once per pool
+    pools = evaluator.last_report["pools"]
+    assert [pool["languages"] for pool in pools] == [["en"], ["de"], ["en", "de"]]
+    assert pools[0]["settings"] == ["mono", "multi"]  # no cross pair in a one-language pool
+    for pool in pools:
+        settings = pool["settings"]
+        separate = _evaluator(languages=pool["languages"], settings=settings)
+        separate(StubModel(VECTORS))
+        assert pool["metrics"] == pytest.approx(separate.last_report["metrics"], nan_ok=True)
+        assert pool["num_queries"] == separate.last_report["num_queries"]
+        assert pool["num_candidates"] == separate.last_report["num_candidates"]
+    # The en pool by hand: en queries rank a-en first among en candidates -> multi mAP 1.
+    assert pools[0]["metrics"]["multi_map"] == 1.0
+    rows = list(csv.reader((tmp_path / "toy_pools.csv").open()))
+    assert rows[0][:5] == ["num_languages", "languages", "num_queries", "num_candidates", "mono_map"]
+    assert [row[1] for row in rows[1:]] == ["en", "de", "en de"]
+    assert rows[1][5] == ""  # cross_map: not computed in a one-language pool
+
+
+def test_bad_pools_are_errors():
+    with pytest.raises(ValueError, match="Pool size 3"):
+        _evaluator(pools=[3])
+    with pytest.raises(ValueError, match="Unknown languages"):
+        _evaluator(pools=[["en", "fr"]])
+    with pytest.raises(ValueError, match="string"):
+        _evaluator(pools=["en"])
+    with pytest.raises(ValueError, match="language_share_at_k"):
+        _evaluator(language_share_at_k=(0,))
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input
 # ------------------------------------------------------------------------------------------------
@@ -320,6 +403,38 @@ def test_query_chunking_does_not_change_results(tiny_model, shared_data):
         shared_data / "xquad-r", query_chunk_size=4096, **kwargs
     )
     assert small(tiny_model) == large(tiny_model)
+
+
+def test_nested_pools_equal_separate_evaluations_with_a_tiny_model(tiny_model, shared_data):
+    languages = ["en", "de", "ar", "zh"]
+    kwargs = {"max_articles": 1}
+    nested = LanguageAwareRetrievalEvaluator.from_lareqa(
+        shared_data / "xquad-r", languages=languages, pools=[1, 2, 4, ["zh", "ar"]], **kwargs
+    )
+    # The tiny model's embedding of every text, computed once: a text gets the same vector in the nested
+    # and in the separate evaluations (batching would otherwise change the padding and the last bits).
+    texts = nested.query_texts + nested.candidate_texts
+    vectors = dict(zip(texts, tiny_model.encode(texts, batch_size=64).tolist(), strict=True))
+    frozen_model = StubModel(vectors, similarity_fn_name=tiny_model.similarity_fn_name)
+    nested(frozen_model)
+    pools = nested.last_report["pools"]
+    assert [pool["languages"] for pool in pools] == [["en"], ["en", "de"], languages, ["zh", "ar"]]
+    for pool in pools:
+        separate = LanguageAwareRetrievalEvaluator.from_lareqa(
+            shared_data / "xquad-r", languages=pool["languages"], settings=pool["settings"], **kwargs
+        )
+        separate(frozen_model)
+        assert pool["num_queries"] == len(separate.query_ids)
+        assert pool["metrics"] == pytest.approx(separate.last_report["metrics"], rel=1e-9, nan_ok=True)
+        assert list(pool["per_language"]) == list(separate.last_report["per_language"])
+        for language, values in pool["per_language"].items():
+            expected = separate.last_report["per_language"][language]
+            assert values == pytest.approx(expected, rel=1e-9, nan_ok=True)
+    # The full 4-language pool is the main report.
+    assert pools[2]["metrics"] == pytest.approx(nested.last_report["metrics"], nan_ok=True)
+    assert [pool["num_candidates"] for pool in pools[:3]] == sorted(
+        pool["num_candidates"] for pool in pools[:3]
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ import pytest
 
 from st_hybrid.metrics import (
     average_precision,
+    chi2_survival,
     count_at_least,
     evaluate_scores,
+    kruskal_wallis,
     macro_average,
     mrr_at_k,
     ndcg_at_k,
@@ -18,7 +20,9 @@ from st_hybrid.metrics import (
     recall_at_k,
     relevant_ranks,
     relevant_ranks_from_scores,
+    summarize_language_bias,
     summarize_ranks,
+    top_k_language_counts,
 )
 
 INF = math.inf
@@ -251,3 +255,101 @@ def test_summarize_ranks_selects_settings():
         "multi_recall@1",
         "multi_mrr@10",
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# Language bias beyond the rank distance
+# ------------------------------------------------------------------------------------------------
+def test_count_at_least_matches_a_plain_count_across_block_boundaries():
+    # count_at_least counts 8 bytes at a time in blocks of 255 words: widths around 2,040 columns.
+    rng = np.random.default_rng(3)
+    for width in (1, 7, 8, 2039, 2040, 2041, 5000):
+        scores = rng.standard_normal((3, width)).astype(np.float32)
+        thresholds = scores[:, [0, -1]].copy()
+        thresholds[1, 1] = np.nan
+        expected = (scores[:, None, :] >= thresholds[:, :, None]).sum(axis=-1)
+        expected[1, 1] = 0
+        assert count_at_least(scores, thresholds).tolist() == expected.tolist()
+
+
+def test_top_k_language_counts_hand_computed_with_ties():
+    segments = [(0, 3), (3, 6)]  # columns 0-2: language 0, columns 3-5: language 1
+    scores = np.array([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 5.0, 5.0, 5.0]])
+    counts = top_k_language_counts(scores, segments, [2, 4, 100])
+    assert counts[2].tolist() == [[2, 0], [0, 2]]  # row 2: three tied at 5 in language 1
+    assert counts[4].tolist() == [[3, 1], [1, 3]]
+    assert counts[100].tolist() == [[3, 3], [3, 3]]  # deeper than the pool: the whole pool
+    # A tie across languages at the k-th place shares the place left: 3 (lang 0), then 2 in lang 0 and 1.
+    tied = top_k_language_counts(np.array([[3.0, 2.0, 0.0, 2.0, 0.0, 0.0]]), segments, [2])
+    assert tied[2].tolist() == [[1.5, 0.5]]
+
+
+def test_chi2_survival_closed_form():
+    assert chi2_survival(2.0, 2) == pytest.approx(math.exp(-1.0), rel=1e-12)
+    assert chi2_survival(3.841458820694124, 1) == pytest.approx(0.05, rel=1e-9)
+    assert chi2_survival(0.0, 5) == 1.0
+    scipy_stats = pytest.importorskip("scipy.stats")  # a peer check where scipy is there (it is here)
+    for df in (1, 2, 3, 10, 11, 112):
+        for x in (0.5, 3.0, 10.0, 120.0):
+            assert chi2_survival(x, df) == pytest.approx(scipy_stats.chi2.sf(x, df), rel=1e-9, abs=1e-300)
+
+
+def test_kruskal_wallis_hand_computed():
+    # Ranks 1-3 vs 4-6: H = 12 / (6 * 7) * (6**2 / 3 + 15**2 / 3) - 3 * 7 = 27 / 7.
+    h, p = kruskal_wallis([[1, 2, 3], [4, 5, 6]])
+    assert h == pytest.approx(27 / 7)
+    assert p == pytest.approx(chi2_survival(27 / 7, 1))
+    # Ties: values 1, 2, 2, 3 -> midranks 1, 2.5, 2.5, 4; rank sums 3.5 and 6.5;
+    # H = (12 / 20 * (3.5**2 / 2 + 6.5**2 / 2) - 15) / (1 - 6 / 60) = 1.35 / 0.9 = 1.5.
+    h, _ = kruskal_wallis([[1, 2], [2, 3]])
+    assert h == pytest.approx(1.5)
+    # Empty groups are left out; one group, or all values equal, is no test.
+    assert kruskal_wallis([[1, 2, 3], [], [4, 5, 6]])[0] == pytest.approx(27 / 7)
+    assert all(math.isnan(v) for v in kruskal_wallis([[1, 2, 3], []]))
+    assert all(math.isnan(v) for v in kruskal_wallis([[2, 2], [2]]))
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    samples = [rng.integers(0, 15, size=n) for n in (4, 9, 1, 6)]
+    expected = scipy_stats.kruskal(*samples)
+    assert kruskal_wallis(samples) == pytest.approx((expected.statistic, expected.pvalue))
+
+
+def test_language_bias_hand_computed():
+    # The SCORES example. Multilingual ranking: en query 0 (en), 2 (de), 3 (de), 1 (en);
+    # de query 1 (en), 2 (de), 0 (en), 3 (de). Each query has one relevant candidate per language.
+    report = evaluate_scores(SCORES, RELEVANT, QUERY_LANGUAGES, CANDIDATE_LANGUAGES, language_share_at=(1, 2))
+    shares = report["top_k_language_share"]
+    assert shares["1"] == {"en": {"en": 1.0, "de": 0.0}, "de": {"en": 1.0, "de": 0.0}}
+    assert shares["2"] == {"en": {"en": 0.5, "de": 0.5}, "de": {"en": 0.5, "de": 0.5}}
+    # Preference@1: en query 1 - 1/2, de query 0 - 1/2 (its language is under-represented).
+    assert report["per_language"]["en"]["language_preference@1"] == pytest.approx(0.5)
+    assert report["per_language"]["de"]["language_preference@1"] == pytest.approx(-0.5)
+    assert report["metrics"]["language_preference@1"] == pytest.approx(0.0)
+    assert report["metrics"]["language_preference@2"] == pytest.approx(0.0)
+    # Rank fairness per query language: one rank per candidate language, N = 2 -> H = 1, epsilon^2 = 1.
+    assert report["rank_fairness"]["de"] == {
+        "h": pytest.approx(1.0),
+        "p": pytest.approx(math.erfc(math.sqrt(0.5))),
+        "epsilon2": pytest.approx(1.0),
+        "num_ranks": 2,
+        "num_languages": 2,
+    }
+    assert report["metrics"]["rank_fairness_p"] == pytest.approx(math.erfc(math.sqrt(0.5)))
+
+
+def test_rank_fairness_pools_the_queries_of_a_language():
+    # Three en queries; relevant: one en and one de candidate each, at multilingual ranks
+    # en 1, 2, 3 and de 4, 5, 6 -> the Kruskal-Wallis case above, H = 27 / 7, epsilon^2 = H / 5.
+    multi = np.array([[1.0, 4.0], [2.0, 5.0], [3.0, 6.0]])
+    language_index = np.array([[0, 1], [0, 1], [0, 1]])
+    counts = {3: np.array([[3, 0], [2, 1], [1, 2]])}
+    bias = summarize_language_bias(multi, language_index, counts, ["en"] * 3, ["en", "de"])
+    assert bias["rank_fairness"]["en"]["h"] == pytest.approx(27 / 7)
+    assert bias["metrics"]["rank_fairness_epsilon2"] == pytest.approx(27 / 7 / 5)
+    # Top-3 own-language share 1, 2/3, 1/3 (mean 2/3) against a relevant share of 1/2.
+    assert bias["metrics"]["language_preference@3"] == pytest.approx(2 / 3 - 1 / 2)
+    assert bias["top_k_language_share"]["3"]["en"] == pytest.approx({"en": 2 / 3, "de": 1 / 3})
+    # A query language absent from the pool has no preference (NaN), and one pool language is no test.
+    alone = summarize_language_bias(np.array([[1.0]]), np.array([[0]]), {1: np.array([[1]])}, ["fr"], ["en"])
+    assert math.isnan(alone["metrics"]["language_preference@1"])
+    assert math.isnan(alone["rank_fairness"]["fr"]["p"]) and math.isnan(alone["metrics"]["rank_fairness_p"])
