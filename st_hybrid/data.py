@@ -68,7 +68,7 @@ def require_filled(values: pa.Array | pa.ChunkedArray, column: str, where: str =
         values = values.combine_chunks()
     bad = pc.is_null(values)
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        bad = pc.or_(bad, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
+        bad = pc.or_kleene(bad, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
     if pc.any(bad).as_py():
         rows = np.flatnonzero(bad.fill_null(True).to_numpy(zero_copy_only=False))
         raise ValueError(

@@ -18,7 +18,12 @@ widget examples, and hand them to :class:`~st_hybrid.sampler.HybridBatchSampler`
        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
 
 Datasets are matched to their metadata by their ``datasets`` fingerprint (and length); a dataset
-without metadata (e.g. a plain eval set) gets sentence-transformers' default batch sampler. Use one
+without metadata (e.g. a plain eval set) gets sentence-transformers' default batch sampler. The train
+dataset never falls back: without complete metadata (HybridTrainer), or not the very dataset
+:func:`hybrid_batch_sampler` returned (the stock trainer), it raises rather than silently train on
+random batches. Passing the raw pairs to the stock trainer with ``batch_sampler=HybridBatchSampler``
+raises too (:class:`~st_hybrid.sampler.HybridBatchSampler` refuses a dataset that still has metadata
+columns, which the collator would tokenize). Use one
 ``Dataset`` with a ``source`` column rather than a ``DatasetDict`` for several sources: the
 multi-dataset sampler of sentence-transformers interleaves batches and would split step groups.
 
@@ -47,23 +52,27 @@ from sentence_transformers.base.sampler import DefaultBatchSampler
 from torch.utils.data import RandomSampler
 
 from st_hybrid.data import METADATA_COLUMNS
-from st_hybrid.sampler import HybridBatchSampler, PairMetadata
+from st_hybrid.sampler import REQUIRED_METADATA_COLUMNS, HybridBatchSampler, PairMetadata
 
 __all__ = ["HybridSamplerFactory", "HybridTrainer", "hybrid_batch_sampler", "split_metadata"]
 
 logger = logging.getLogger(__name__)
 
 
-def split_metadata(dataset: Dataset) -> tuple[Dataset, PairMetadata | None]:
+def split_metadata(dataset: Dataset, strict: bool = False) -> tuple[Dataset, PairMetadata | None]:
     """Split a pairs dataset into its text columns and its metadata.
 
     Args:
         dataset: A ``datasets.Dataset``, possibly with the columns of :data:`st_hybrid.data.METADATA_COLUMNS`.
+        strict: Raise when the metadata is incomplete or invalid (a train set) instead of warning.
 
     Returns:
         ``(dataset without the metadata columns, PairMetadata)``, or ``(dataset, None)`` when it has no
         metadata column. Metadata columns are removed even when the required ones are incomplete (they
         would otherwise reach the collator); the metadata is then None and a warning is logged.
+
+    Raises:
+        ValueError: With ``strict=True``, metadata that is missing a required column or holds bad values.
     """
     present = [name for name in METADATA_COLUMNS if name in dataset.column_names]
     if not present:
@@ -71,9 +80,43 @@ def split_metadata(dataset: Dataset) -> tuple[Dataset, PairMetadata | None]:
     try:
         metadata = PairMetadata.from_dataset(dataset)
     except ValueError as error:
+        if strict:
+            raise
         logger.warning(f"Removing metadata columns {present} without hybrid batching: {error}")
         metadata = None
     return dataset.remove_columns(present), metadata
+
+
+def _find_hybrid_sampler(loader: Any) -> HybridBatchSampler | None:
+    """The HybridBatchSampler under a (prepared, possibly skipping) dataloader's batch-sampler wrappers."""
+    sampler = getattr(loader, "batch_sampler", None)
+    for _ in range(8):  # DataLoaderShard -> SkipBatchSampler -> BatchSamplerShard -> HybridBatchSampler
+        if sampler is None or isinstance(sampler, HybridBatchSampler):
+            return sampler
+        sampler = getattr(sampler, "batch_sampler", None)
+    return None
+
+
+def lower_is_better(metric: str | None) -> bool:
+    """Whether a metric name is a rank distance (lower is better), e.g. ``"eval_xquad-r_rank_distance"``."""
+    return metric is not None and "rank_distance" in metric
+
+
+def _requested_dataloader_kind() -> str | None:
+    """``"train"`` / ``"eval"`` / ``"test"`` when called from sentence-transformers' ``_build_dataloader``.
+
+    A sampler callable is given only the dataset; the kind of dataloader the trainer is building is a
+    local of the caller (sentence-transformers >= 5). None when not called from there.
+    """
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            if frame.f_code.co_name == "_build_dataloader" and "dataset_kind" in frame.f_locals:
+                return frame.f_locals["dataset_kind"]
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
 
 
 def _uses_hybrid(batch_sampler: Any) -> bool:
@@ -92,6 +135,17 @@ class HybridTrainer(SentenceTransformerTrainer):
     ``args.batch_sampler`` (sentence-transformers' default unless set). Everything else is the stock
     trainer: losses such as ``MultipleNegativesRankingLoss`` / ``CachedMultipleNegativesRankingLoss``
     run unchanged, with ``gather_across_devices=True`` too (a step group never repeats a parallel id).
+
+    It also closes three gaps of the stock trainer for this data:
+
+    * A train set without complete, valid metadata raises (instead of training on random batches).
+    * The hybrid sampler's epoch is set at the start of every epoch by the trainer itself. A run resumed
+      mid-epoch with several processes otherwise replays epoch 0's order: after ``skip_first_batches``
+      the sampler sits under ``SkipBatchSampler`` and ``BatchSamplerShard``, which neither accelerate's
+      nor transformers' ``set_epoch`` reaches.
+    * ``args.metric_for_best_model`` naming a rank distance (e.g. ``"eval_xquad-r_rank_distance"``)
+      sets ``args.greater_is_better = False``: transformers derives "greater is better" from the name
+      (everything but ``*loss``), so ``load_best_model_at_end`` would keep the worst checkpoint.
 
     Args:
         *args: Positional arguments of ``SentenceTransformerTrainer``.
@@ -139,22 +193,61 @@ class HybridTrainer(SentenceTransformerTrainer):
         # Metadata per dataset fingerprint; must exist before the parent calls preprocess_dataset.
         self.pair_metadata: dict[str, PairMetadata] = {}
         super().__init__(*args, **kwargs)
+        if lower_is_better(self.args.metric_for_best_model) and self.args.greater_is_better is not False:
+            logger.info(
+                f"metric_for_best_model={self.args.metric_for_best_model!r} is a rank distance (lower is "
+                "better): setting greater_is_better=False."
+            )
+            self.args.greater_is_better = False
 
     def preprocess_dataset(
         self, dataset: DatasetDict | Dataset | None = None, dataset_name: str | None = None
     ) -> DatasetDict | Dataset | None:
-        """Remove and keep the metadata columns, then run sentence-transformers' preprocessing."""
-        return super().preprocess_dataset(self._strip_metadata(dataset), dataset_name=dataset_name)
+        """Remove and keep the metadata columns, then run sentence-transformers' preprocessing.
 
-    def _strip_metadata(self, dataset):
+        Raises:
+            ValueError: The train dataset (``dataset_name="train"``) lacks a metadata column or holds
+                missing / invalid metadata values.
+        """
+        is_train = dataset_name == "train"
+        return super().preprocess_dataset(self._strip_metadata(dataset, is_train), dataset_name=dataset_name)
+
+    def _strip_metadata(self, dataset, is_train: bool = False):
         if isinstance(dataset, DatasetDict):
-            return DatasetDict({name: self._strip_metadata(split) for name, split in dataset.items()})
+            return DatasetDict(
+                {name: self._strip_metadata(split, is_train) for name, split in dataset.items()}
+            )
         if not isinstance(dataset, Dataset):
             return dataset  # None, IterableDataset: nothing to strip without reading it
-        stripped, metadata = split_metadata(dataset)
+        try:
+            if is_train and not any(name in dataset.column_names for name in METADATA_COLUMNS):
+                raise ValueError(f"it has none of the metadata columns {list(REQUIRED_METADATA_COLUMNS)}.")
+            stripped, metadata = split_metadata(dataset, strict=is_train)
+        except ValueError as error:
+            raise ValueError(
+                f"HybridTrainer cannot build hybrid batches for the train dataset: {error} Without them the "
+                "training would silently use random batches. Build the pairs with "
+                "st_hybrid.data.build_training_pairs, or use SentenceTransformerTrainer for random batches."
+            ) from error
         if metadata is not None:
             self.pair_metadata[stripped._fingerprint] = metadata
         return stripped
+
+    def _run_epoch(self, *args, **kwargs):
+        """Set the hybrid sampler's epoch, then run transformers' epoch loop.
+
+        transformers calls ``set_epoch`` on the dataloader and on ``dataloader.batch_sampler.batch_sampler``;
+        when resuming mid-epoch it first wraps the loader with accelerate's ``skip_first_batches``, and with
+        several processes the sampler then sits one level deeper (``SkipBatchSampler`` ->
+        ``BatchSamplerShard`` -> sampler) where neither call reaches it: the resumed epoch would replay
+        epoch 0's order. The epoch is set here on the sampler itself, before the loop iterates.
+        """
+        epoch = kwargs["epoch"] if "epoch" in kwargs else args[1]
+        loader = kwargs["train_dataloader"] if "train_dataloader" in kwargs else args[2]
+        sampler = _find_hybrid_sampler(loader)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        return super()._run_epoch(*args, **kwargs)
 
     def metadata_for(self, dataset: Any) -> PairMetadata | None:
         """The metadata kept for ``dataset`` (matched by fingerprint and length), or None."""
@@ -186,6 +279,11 @@ class HybridTrainer(SentenceTransformerTrainer):
         }
         metadata = self.metadata_for(dataset)
         if metadata is None:
+            if self._is_train_dataset(dataset):
+                raise ValueError(
+                    "HybridTrainer has no metadata for this train dataset (it was replaced or changed after the "
+                    "trainer was built); pass the training pairs with their metadata columns as train_dataset."
+                )
             return self._fallback_batch_sampler(dataset, **kwargs)
         try:
             return self.hybrid_batch_sampler(dataset, metadata=metadata, **kwargs)
@@ -214,10 +312,19 @@ class HybridSamplerFactory:
     """A batch-sampler callable for ``SentenceTransformerTrainingArguments(batch_sampler=...)``.
 
     Built by :func:`hybrid_batch_sampler`. Called by the stock trainer with the train dataset it builds a
-    :class:`~st_hybrid.sampler.HybridBatchSampler` with the kept metadata; with any other dataset (the
-    eval set) it builds sentence-transformers' default sampler (a ``DefaultBatchSampler`` over a
-    ``RandomSampler``). The metadata is not pickled (transformers saves the training arguments in every
-    checkpoint); an unpickled factory falls back to the default sampler.
+    :class:`~st_hybrid.sampler.HybridBatchSampler` with the kept metadata. The metadata is matched to the
+    dataset by its ``datasets`` fingerprint (and length): any ``shuffle`` / ``select`` / ``map`` after
+    :func:`hybrid_batch_sampler`, or passing the original pairs, gives another fingerprint, and the kept
+    metadata no longer lines up with the rows.
+
+    Called for the **train** dataset without that match, it raises: falling back to random batches would
+    silently train the wrong thing (and the original pairs would also feed their metadata columns to the
+    model). A dataset counts as the train dataset when the trainer asks for the train dataloader
+    (sentence-transformers' ``_build_dataloader(..., dataset_kind="train")`` on the call stack), when it
+    still has metadata columns, or when it has the train set's length. Any other dataset (an eval set)
+    gets sentence-transformers' default sampler (a ``DefaultBatchSampler`` over a ``RandomSampler``).
+    The metadata is not pickled (transformers saves the training arguments in every checkpoint); an
+    unpickled factory serves eval sets only.
 
     Args:
         metadata: The metadata of the train dataset.
@@ -228,6 +335,7 @@ class HybridSamplerFactory:
     def __init__(self, metadata: PairMetadata, fingerprint: str, **sampler_kwargs: Any) -> None:
         self.metadata = metadata
         self.fingerprint = fingerprint
+        self.num_rows = len(metadata) if metadata is not None else None
         self.sampler_kwargs = sampler_kwargs
 
     def __call__(
@@ -246,14 +354,38 @@ class HybridSamplerFactory:
             "generator": generator,
             "seed": seed,
         }
-        matches = (
-            self.metadata is not None
-            and getattr(dataset, "_fingerprint", None) == self.fingerprint
-            and len(dataset) == len(self.metadata)
+        fingerprint = getattr(dataset, "_fingerprint", None)
+        if self.metadata is not None and fingerprint == self.fingerprint and len(dataset) == self.num_rows:
+            return HybridBatchSampler(dataset, metadata=self.metadata, **kwargs, **self.sampler_kwargs)
+        leaking = [name for name in METADATA_COLUMNS if name in getattr(dataset, "column_names", ())]
+        if leaking or _requested_dataloader_kind() == "train" or len(dataset) == self.num_rows:
+            raise ValueError(self._mismatch_message(fingerprint, leaking))
+        return DefaultBatchSampler(RandomSampler(dataset, generator=generator), **kwargs)
+
+    def _mismatch_message(self, fingerprint: str | None, leaking: list[str]) -> str:
+        if self.metadata is None:
+            why = (
+                "this factory carries no metadata (it was restored from a checkpoint's training_args.bin, "
+                "which does not store it)"
+            )
+        elif leaking:
+            why = (
+                f"the dataset still has the metadata columns {leaking} (the original pairs?): the trainer "
+                "would feed them to the model as extra text inputs"
+            )
+        else:
+            why = (
+                f"its fingerprint {fingerprint!r} is not the one of the dataset hybrid_batch_sampler() returned "
+                f"({self.fingerprint!r}): a shuffle, select or map after it breaks the row alignment of the kept "
+                "metadata"
+            )
+        return (
+            f"HybridSamplerFactory was asked for the train dataset's batch sampler, but {why}. Falling back "
+            "to random batches would silently train without hybrid batching. Pass as train_dataset the very "
+            "dataset returned by `train_dataset, batch_sampler = hybrid_batch_sampler(pairs, ...)` (shuffle or "
+            "select the pairs before that call), or use HybridTrainer, which keeps the metadata through "
+            "preprocessing."
         )
-        if not matches:
-            return DefaultBatchSampler(RandomSampler(dataset, generator=generator), **kwargs)
-        return HybridBatchSampler(dataset, metadata=self.metadata, **kwargs, **self.sampler_kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "metadata": None}
@@ -275,10 +407,12 @@ def hybrid_batch_sampler(pairs: Dataset, **sampler_kwargs: Any) -> tuple[Dataset
     Returns:
         ``(train_dataset, batch_sampler)``: the pairs without their metadata columns, to pass as
         ``train_dataset``, and the callable to pass as ``SentenceTransformerTrainingArguments(batch_sampler=...)``.
-        Pass this very ``train_dataset`` (any ``select``/``map`` changes its fingerprint and loses the match).
+        Pass this very ``train_dataset``: after a ``shuffle``/``select``/``map`` the sampler raises for it
+        (see :class:`HybridSamplerFactory`). With several processes, resuming mid-epoch needs
+        :class:`HybridTrainer` (the stock trainer does not reach the sampler's ``set_epoch`` then).
 
     Raises:
-        ValueError: If ``pairs`` lacks the metadata columns.
+        ValueError: If ``pairs`` lacks the metadata columns or holds bad metadata values.
 
     Usage:
         >>> from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -288,7 +422,7 @@ def hybrid_batch_sampler(pairs: Dataset, **sampler_kwargs: Any) -> tuple[Dataset
         >>> trainer = SentenceTransformerTrainer(  # doctest: +SKIP
         ...     model=model, args=args, train_dataset=train_dataset, loss=loss)
     """
-    stripped, metadata = split_metadata(pairs)
+    stripped, metadata = split_metadata(pairs, strict=True)
     if metadata is None:
         PairMetadata.from_dataset(pairs)  # raises the error that names the missing columns
     # Fail now, not when training starts, on bad options (a wrong strategy, alpha, too few languages).

@@ -172,7 +172,7 @@ def test_hybrid_trainer_rejects_instances(tiny_model_path, pairs, tmp_path):
             args=make_args(tmp_path),
             train_dataset=pairs,
             loss=MultipleNegativesRankingLoss(model),
-            batch_sampler=HybridBatchSampler(pairs, 8, True),
+            batch_sampler=HybridBatchSampler(pairs, 8, True, metadata=pairs),
         )
 
 
@@ -275,3 +275,23 @@ def test_end_to_end_mlqa_r(tiny_model_path, shared_data, tmp_path):
     after = model.encode(["Query: where is Paris?"], convert_to_tensor=True)
     assert not torch.allclose(before, after)  # the weights moved
     assert_pure(pairs, recorder.batches)
+
+
+@pytest.mark.parametrize(
+    ("metric", "given", "expected"),
+    [
+        ("eval_xquad-r_rank_distance", None, False),  # transformers would derive True from the name
+        ("eval_xquad-r_rank_distance", True, False),
+        ("eval_xquad-r_multi_map", None, True),
+        ("eval_loss", None, False),
+    ],
+)
+def test_rank_distance_as_best_metric_means_lower_is_better(
+    tiny_model_path, pairs, tmp_path, metric, given, expected
+):
+    model = SentenceTransformer(tiny_model_path)
+    args = make_args(tmp_path, metric_for_best_model=metric, greater_is_better=given)
+    trainer = HybridTrainer(
+        model=model, args=args, train_dataset=pairs, loss=MultipleNegativesRankingLoss(model)
+    )
+    assert trainer.args.greater_is_better is expected
