@@ -50,6 +50,23 @@ def test_readme_example_numbers(metric):
     assert "(0.75, 1.0, 0.875, 2.0)" in (MODULE_DIR / "README.md").read_text()
 
 
+def test_readme_language_bias_example(metric):
+    results = metric.compute(**README_EXAMPLE, language_share_at_k=[1])
+    preferences = (
+        results["per_language"]["en"]["language_preference@1"],
+        results["per_language"]["de"]["language_preference@1"],
+    )
+    assert preferences == (0.5, -0.5)
+    assert results["top_k_language_share"]["1"] == {
+        "en": {"en": 1.0, "de": 0.0},
+        "de": {"en": 1.0, "de": 0.0},
+    }
+    assert results["rank_fairness_p"] == pytest.approx(0.31731050786291404)
+    text = (MODULE_DIR / "README.md").read_text()
+    assert "(0.5, -0.5)" in text and "{'en': {'en': 1.0, 'de': 0.0}, 'de': {'en': 1.0, 'de': 0.0}}" in text
+    assert "'rank_fairness_p': 0.3173" in text
+
+
 def test_rankings_config_matches_scores_and_requires_full_rankings():
     rankings = evaluate.load(str(MODULE_DIR), "rankings")
     full = rankings.compute(

@@ -1,4 +1,5 @@
-"""Language-aware retrieval: LAReQA mono / cross / multilingual mAP, rank distance, nDCG, Recall, MRR.
+"""Language-aware retrieval: LAReQA mono / cross / multilingual mAP, rank distance, nDCG, Recall, MRR,
+top-k language share, language preference and a PEER-style rank fairness test.
 
 An ``evaluate`` metric module. The math lives in ``metrics.py`` beside this script (in the st-hybrid
 repository a link to ``st_hybrid/metrics.py``, the code the sentence-transformers evaluator
@@ -25,6 +26,13 @@ _CITATION = """\
     journal = {arXiv preprint arXiv:2408.10536},
     year = {2024}
 }
+@inproceedings{yang-etal-2024-peer,
+    title = {Language Fairness in Multilingual Information Retrieval},
+    author = {Yang, Eugene and J{\"a}nich, Thomas and Mayfield, James and Lawrie, Dawn},
+    booktitle = {Proceedings of the 47th International ACM SIGIR Conference on Research and Development in Information Retrieval},
+    year = {2024},
+    doi = {10.1145/3626772.3657943}
+}
 """
 
 _DESCRIPTION = """\
@@ -33,8 +41,11 @@ mAP in the monolingual setting (queries against candidates of their language), t
 (every ordered pair of different languages) and the multilingual setting (one pool of all languages, all
 parallel answers relevant), macro-averaged over languages or language pairs; the rank distance (language
 bias: worst minus best rank of a query's relevant candidates in the multilingual ranking); nDCG@k, Recall@k
-and MRR@k in the multilingual pool; per-language values and the language-pair mAP matrix. Average
-precision is computed over the full ranking (no cut-off); ties count against the relevant candidate.
+and MRR@k in the multilingual pool; per-language values and the language-pair mAP matrix. Language bias
+beyond the rank distance, in the multilingual pool: the top-k language share matrix, the language
+preference@k (share of the top k in the query's language minus the share of its relevant candidates in
+that language) and a Kruskal-Wallis rank fairness test after PEER (Yang et al., 2024). Average precision
+is computed over the full ranking (no cut-off); ties count against the relevant candidate.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -50,11 +61,16 @@ Args:
     ndcg_at_k (list of int, optional): nDCG cut-offs, default [10].
     recall_at_k (list of int, optional): Recall cut-offs, default [1, 10, 100].
     mrr_at_k (list of int, optional): MRR cut-offs, default [10].
+    language_share_at_k (list of int, optional): Depths of the top-k language share and of the language
+        preference, default [10].
 Returns:
-    mono_map, cross_map, multi_map, rank_distance, multi_ndcg@k, multi_recall@k, multi_mrr@k (floats),
+    mono_map, cross_map, multi_map, rank_distance, multi_ndcg@k, multi_recall@k, multi_mrr@k,
+    language_preference@k, rank_fairness_epsilon2, rank_fairness_p (floats; NaN where undefined),
     per_language (dict language -> metrics), pair_map (dict query language -> candidate language -> mAP),
     num_queries (evaluated queries per setting), num_skipped_queries (queries without a relevant candidate),
-    empty_pairs (language pairs without an eligible query).
+    empty_pairs (language pairs without an eligible query); with the multilingual setting also
+    top_k_language_share (dict str(k) -> query language -> candidate language -> share) and rank_fairness
+    (dict query language -> h, p, epsilon2, num_ranks, num_languages).
 Examples:
     >>> metric = evaluate.load("language_aware_retrieval")  # doctest: +SKIP
     >>> results = metric.compute(
@@ -123,6 +139,7 @@ class LanguageAwareRetrieval(evaluate.Metric):
         ndcg_at_k=(10,),
         recall_at_k=(1, 10, 100),
         mrr_at_k=(10,),
+        language_share_at_k=(10,),
     ):
         if self.config_name not in ("default", *_CONFIGS):
             raise ValueError(f"Unknown config {self.config_name!r}; use one of {list(_CONFIGS)}.")
@@ -147,8 +164,9 @@ class LanguageAwareRetrieval(evaluate.Metric):
             ndcg_at=ndcg_at_k,
             recall_at=recall_at_k,
             mrr_at=mrr_at_k,
+            language_share_at=language_share_at_k,
         )
-        return {
+        results = {
             **report["metrics"],
             "per_language": report["per_language"],
             "pair_map": report["pair_map"],
@@ -156,3 +174,7 @@ class LanguageAwareRetrieval(evaluate.Metric):
             "num_skipped_queries": report["num_skipped_queries"],
             "empty_pairs": report["empty_pairs"],
         }
+        if "multi" in settings:
+            results["top_k_language_share"] = report["top_k_language_share"]
+            results["rank_fairness"] = report["rank_fairness"]
+        return results
