@@ -383,7 +383,7 @@ def build_pairs(arguments: Arguments):
     if missing:
         raise SystemExit(
             f"train_languages {missing} are not in the training data {data.train_data} "
-            f"(it holds {sorted(found)}). Drop them or add data that has them."
+            f"(of the languages asked for, it holds {sorted(found)}). Drop them or add data that has them."
         )
     if data.max_train_pairs and len(pairs) > data.max_train_pairs:
         pairs = pairs.shuffle(seed=seed).select(range(data.max_train_pairs))
