@@ -3,10 +3,12 @@
 Run by tests/test_distributed.py::
 
     accelerate launch --multi_gpu --num_processes 2 tests/scripts/ddp_hybrid_batches.py \
-        --model MODEL_DIR --out OUT_DIR [--strategy hybrid] [--steps 8] [--batch-size 8]
+        --model MODEL_DIR --out OUT_DIR [--strategy hybrid] [--steps 8] [--batch-size 8] \
+        [--save-steps N] [--resume-from CHECKPOINT_DIR]
 
 Writes ``OUT_DIR/rank{r}.json`` with the world size, the batch sampler's ``num_processes`` and, per
-optimizer step, the dataset rows of the batch this rank trained on.
+optimizer step run in this launch, the dataset rows of the batch this rank trained on. With
+``--save-steps`` checkpoints go to ``OUT_DIR/trainer/checkpoint-N``; ``--resume-from`` continues one.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: never)")
+    parser.add_argument("--resume-from", help="a checkpoint folder to resume from")
     options = parser.parse_args()
 
     pairs = synthetic_pairs()
@@ -71,7 +75,8 @@ def main() -> None:
         output_dir=str(Path(options.out) / "trainer"),
         per_device_train_batch_size=options.batch_size,
         max_steps=options.steps,
-        save_strategy="no",
+        save_strategy="steps" if options.save_steps else "no",
+        save_steps=options.save_steps or 500,
         logging_steps=1,
         disable_tqdm=True,
         seed=options.seed,
@@ -86,7 +91,8 @@ def main() -> None:
     )
     recorder = RowRecorder(trainer.data_collator, index)
     trainer.data_collator = recorder
-    trainer.train()
+    trainer.train(resume_from_checkpoint=options.resume_from)
+    done = int(options.resume_from.rstrip("/").rsplit("-", 1)[1]) if options.resume_from else 0
 
     shard = trainer.get_train_dataloader().batch_sampler
     sampler = getattr(shard, "batch_sampler", shard)
@@ -97,8 +103,9 @@ def main() -> None:
         "sampler_num_processes": sampler.num_processes,
         "sampler_len": len(sampler),
         "steps": trainer.state.global_step,
+        "steps_run": trainer.state.global_step - done,
         # accelerate's loader reads one batch ahead: keep the batches of the steps run
-        "batches": recorder.batches[: trainer.state.global_step],
+        "batches": recorder.batches[: trainer.state.global_step - done],
         "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
     }
     Path(options.out).mkdir(parents=True, exist_ok=True)
