@@ -93,12 +93,12 @@ def _load(model: SentenceTransformer | str | Path, role: str, load_kwargs: dict[
     )
 
 
-def _describe(model: SentenceTransformer | str | Path) -> str:
-    """A short name for a model in messages and the merge record."""
+def _describe(model: SentenceTransformer | str | Path) -> str | None:
+    """A name for a model in the merge record: its path or id, or an in-memory model's Hub id (if any)."""
     if isinstance(model, (str, Path)):
         return str(model)
-    card = getattr(model, "model_card_data", None)
-    return getattr(card, "base_model", None) or getattr(card, "model_id", None) or type(model).__name__
+    # Not `base_model`: for a fine-tuned model that names its parent, which would mislabel the record.
+    return getattr(getattr(model, "model_card_data", None), "model_id", None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,15 +270,24 @@ def interpolate(
 
 
 def merge_info(
-    base: SentenceTransformer | str | Path, tuned: SentenceTransformer | str | Path, ratio: float
+    base: SentenceTransformer | str | Path,
+    tuned: SentenceTransformer | str | Path,
+    ratio: float,
+    *,
+    base_name: str | None = None,
+    tuned_name: str | None = None,
 ) -> dict[str, Any]:
-    """The record :func:`save_merged` writes: method, formula, ratio and both sources."""
+    """The record :func:`save_merged` writes: method, formula, ratio and both sources.
+
+    ``base_name`` / ``tuned_name`` override the recorded names (e.g. the Hub id of a local copy); by default
+    a path or id is recorded as given and an in-memory model by its ``model_card_data.model_id`` (or None).
+    """
     return {
         "method": "linear",
         "formula": "(1 - ratio) * base + ratio * tuned",
         "ratio": float(ratio),
-        "base_model": _describe(base),
-        "tuned_model": _describe(tuned),
+        "base_model": base_name or _describe(base),
+        "tuned_model": tuned_name or _describe(tuned),
     }
 
 
@@ -287,15 +296,19 @@ def save_merged(
     tuned: SentenceTransformer | str | Path,
     ratio: float,
     output_path: str | Path,
+    *,
+    base_name: str | None = None,
+    tuned_name: str | None = None,
     **load_kwargs: Any,
 ) -> SentenceTransformer:
     """Interpolate (see :func:`interpolate`), save the result to ``output_path`` and return it.
 
     Beside the model files it writes :data:`MERGE_INFO_FILE`, a JSON record of the merge (see
-    :func:`merge_info`), for model cards and results tables.
+    :func:`merge_info`, which also explains ``base_name`` / ``tuned_name``), for model cards and results.
     """
     merged = interpolate(base, tuned, ratio, **load_kwargs)
     output_path = Path(output_path)
     merged.save(str(output_path))
-    (output_path / MERGE_INFO_FILE).write_text(json.dumps(merge_info(base, tuned, ratio), indent=2) + "\n")
+    record = merge_info(base, tuned, ratio, base_name=base_name, tuned_name=tuned_name)
+    (output_path / MERGE_INFO_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return merged

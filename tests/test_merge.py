@@ -178,6 +178,13 @@ def test_save_merged_from_folders_round_trips(tiny_model_path, tuned_path, tmp_p
     assert info["base_model"] == tiny_model_path and info["tuned_model"] == tuned_path
     assert "merge" in merged.model_card_data.tags
 
+    # An in-memory fine-tune is recorded by its Hub id (none here), never by the parent it names.
+    tuned = _load(tuned_path)
+    tuned.model_card_data.base_model = "parent/model"
+    save_merged(tiny_model_path, tuned, 0.5, tmp_path / "named", base_name="org/base")
+    info = json.loads((tmp_path / "named" / MERGE_INFO_FILE).read_text())
+    assert (info["base_model"], info["tuned_model"]) == ("org/base", None)
+
     reloaded = _load(str(output))
     _assert_state_equal(reloaded, _snapshot(merged))
     torch.testing.assert_close(torch.as_tensor(reloaded.encode(TEXTS)), torch.as_tensor(merged.encode(TEXTS)))
