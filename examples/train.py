@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import json
 import logging
 import math
 import os
@@ -39,7 +40,7 @@ import yaml
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 
-from st_hybrid.io import cached_json, path_fingerprint, write_json
+from st_hybrid.io import cached_json, changed_inputs, path_fingerprint, write_json
 from st_hybrid.sampler import LANGUAGE_WEIGHTINGS, STRATEGIES
 
 logger = logging.getLogger("st_hybrid.train")
@@ -293,23 +294,18 @@ def _config_defaults(parser: HfArgumentParser, values: dict[str, Any], source: s
             "SentenceTransformerTrainingArguments field (see --help)."
         )
     defaults = {actions[f"--{key}"].dest: value for key, value in values.items()}
-    if isinstance(defaults.get("push_to_hub"), str) and defaults["push_to_hub"].lower() not in (
-        "true",
-        "false",
-    ):
-        defaults["hub_model_id"] = defaults.pop("push_to_hub")  # st-hybrid 0.1: push_to_hub held the repo id
-        defaults["push_to_hub"] = True
+    if "/" in str(defaults.get("push_to_hub")):  # st-hybrid 0.1: push_to_hub held the repo id
+        defaults["hub_model_id"], defaults["push_to_hub"] = defaults["push_to_hub"], True
     return defaults
 
 
 def _legacy_push_flag(argv: list[str]) -> list[str]:
     """``--push-to-hub user/name`` (st-hybrid 0.1) means ``--push_to_hub --hub_model_id user/name``."""
-    result = list(argv)
-    for i, token in enumerate(argv[:-1]):
-        value = argv[i + 1]
-        if token in ("--push-to-hub", "--push_to_hub") and "/" in value and not value.startswith("-"):
-            result[i : i + 2] = [token, "--hub_model_id", value]
-            return _legacy_push_flag(result)
+    result = []
+    for token in argv:
+        if result and result[-1] in ("--push-to-hub", "--push_to_hub") and "/" in token:
+            result.append("--hub_model_id")
+        result.append(token)
     return result
 
 
@@ -343,8 +339,11 @@ def parse_args(argv: list[str] | None = None, overrides: dict[str, Any] | None =
     return arguments
 
 
+RESUME_RECORD = "run.inputs.json"  # the settings of the run in an output_dir, checked by --resume
+
+
 def check_output_dir(arguments: Arguments) -> None:
-    """Refuse to start a new run in a folder that holds another run's outputs (nothing is touched)."""
+    """Refuse a new run in a folder that holds another run, or a --resume with other settings (nothing is touched)."""
     folder = arguments.output_dir
     used = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     if used and not (arguments.run.resume or arguments.run.overwrite):
@@ -353,6 +352,14 @@ def check_output_dir(arguments: Arguments) -> None:
             "--overwrite to start over (its checkpoints, model and results are deleted), or choose another "
             "--output_dir. Nothing was changed."
         )
+    record_file = folder / RESUME_RECORD
+    if arguments.run.resume and record_file.exists():
+        changed = changed_inputs(json.loads(record_file.read_text()), resume_record(arguments))
+        if changed:
+            raise SystemExit(
+                f"--resume would continue the run in {folder} with other settings: {changed} differ from "
+                "the run it started. Resume with the same settings, or start over with --overwrite."
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,6 +437,18 @@ def build_loss(arguments: Arguments, model):
     if options.loss == "cached_mnrl":
         return CachedMultipleNegativesRankingLoss(model, mini_batch_size=options.mini_batch_size, **common)
     return MultipleNegativesRankingLoss(model, **common)
+
+
+# What a resumed run may change: how it is evaluated and how long it runs.
+_RESUMABLE = ("eval", "per_device_eval", "max_steps", "num_train_epochs", "dataloader_num_workers")
+
+
+def resume_record(arguments: Arguments) -> dict[str, Any]:
+    """The settings a resumed run must share with the run it continues, as one flat dict."""
+    inputs = run_inputs(arguments)
+    settings = {**inputs["options"], **inputs["training"]}
+    settings = {key: value for key, value in settings.items() if not key.startswith(_RESUMABLE)}
+    return {**settings, "model": inputs["model"], "train_data": inputs["train_data"]}
 
 
 def evaluation_inputs(arguments: Arguments, model_name_or_path: str | os.PathLike) -> dict[str, Any]:
@@ -541,6 +560,7 @@ def run(arguments: Arguments) -> dict | None:
         check_no_leakage(pairs, evaluator)
     if state.is_main_process:
         prepare_output_dir(arguments)
+        write_json(output_dir / RESUME_RECORD, resume_record(arguments))
     logger.info(
         "Training pairs: %d; strategy=%s alpha=%s",
         len(pairs),

@@ -4,7 +4,8 @@
   name a model that does not exist, so reaching it would fail with a different error).
 - Cached results (the zero-shot evaluation, reproduce's grid cells) are keyed by what they depend on
   and recomputed, with a log line, when that changes.
-- A used output folder is refused unless --resume or --overwrite, and refusing changes nothing on disk.
+- A used output folder is refused unless --resume or --overwrite, a --resume with other settings is
+  refused, and refusing changes nothing on disk.
 """
 
 from __future__ import annotations
@@ -144,6 +145,12 @@ def test_used_output_dir_is_refused_and_left_untouched(tiny_model_path, shared_d
         train.run(second)
     assert "--resume" in str(refusal.value) and "--overwrite" in str(refusal.value)
     assert _files(out) == before  # the saved model, checkpoints and results are untouched
+
+    # --resume continues a run only with its settings (evaluation and run length may change).
+    other = train.parse_args([*map(str, flags), "--strategy", "mono", "--learning_rate", "1e-3", "--resume"])
+    with pytest.raises(SystemExit, match=r"other settings: \['learning_rate', 'strategy'\]"):
+        train.run(other)
+    assert _files(out) == before
 
 
 def test_zero_shot_cache_follows_model_and_languages(tiny_model_path, shared_data, tmp_path, caplog):
