@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "HybridBatchSampler": "sampler",
     "PairMetadata": "sampler",
+    "positive_groups": "sampler",
     "HybridTrainer": "trainer",
     "hybrid_batch_sampler": "trainer",
     "split_metadata": "trainer",
@@ -26,14 +27,15 @@ _EXPORTS = {
     "load_lareqa": "data",
     "load_lareqa_retrieval": "data",
     "load_parallel": "data",
+    "load_tatoeba": "data",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .data import build_training_pairs, load_lareqa, load_lareqa_retrieval, load_parallel
+    from .data import build_training_pairs, load_lareqa, load_lareqa_retrieval, load_parallel, load_tatoeba
     from .evaluation import LanguageAwareRetrievalEvaluator
-    from .sampler import HybridBatchSampler, PairMetadata
+    from .sampler import HybridBatchSampler, PairMetadata, positive_groups
     from .trainer import HybridTrainer, hybrid_batch_sampler, split_metadata
 
 

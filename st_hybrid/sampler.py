@@ -109,6 +109,7 @@ __all__ = [
     "HybridBatchSampler",
     "PairMetadata",
     "detect_num_processes",
+    "positive_groups",
 ]
 
 logger = logging.getLogger(__name__)

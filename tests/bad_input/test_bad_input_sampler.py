@@ -275,3 +275,19 @@ def test_hybrid_trainer_refuses_a_train_set_without_complete_metadata(tiny_model
             train_dataset=pairs,
             loss=MultipleNegativesRankingLoss(model),
         )
+
+
+def test_a_pool_with_enough_ids_but_too_few_positive_groups_names_the_fix():
+    """40 German ids answered by only 5 distinct sentences: 5 positive groups cannot fill a batch of 8."""
+    english = pairs_with_metadata(num_ids=40, languages=("en",), source="s")
+    german = pairs_with_metadata(num_ids=40, languages=("de",), source="s").map(
+        lambda row, i: {"parallel_id": f"de-{i}", "passage": f"shared answer {i % 5}"}, with_indices=True
+    )
+    pairs = concatenate_datasets([english, german])
+    with pytest.raises(ValueError, match=r"mono 'de': 40 rows, 5 positive groups.*drop_small_pools=True"):
+        HybridBatchSampler(pairs, 8, True, strategy="mono", num_processes=1, metadata=pairs)
+    sampler = HybridBatchSampler(
+        pairs, 8, True, strategy="mono", num_processes=1, metadata=pairs, drop_small_pools=True
+    )
+    languages = np.asarray(pairs["query_language"])
+    assert all((languages[batch] == "en").all() for batch in sampler)
