@@ -334,6 +334,8 @@ def parse_args(argv: list[str] | None = None, overrides: dict[str, Any] | None =
     if training.prompts is None:
         training.prompts = {"query": groups[0].query_prompt, "passage": groups[0].passage_prompt}
     arguments = Arguments(*groups, training=training, output_dir=output_dir)
+    if training.push_to_hub and not training.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id user/name (the Hub repository to create or update).")
     if training.eval_strategy != "no" and not arguments.evaluation.eval_data:
         parser.error(f"eval_strategy={training.eval_strategy!r} needs eval_data (a LAReQA folder).")
     return arguments
@@ -671,8 +673,6 @@ def publish(arguments: Arguments, model_dir: Path) -> None:
     from st_hybrid.hub import publish_model
 
     training = arguments.training
-    if not training.hub_model_id:
-        raise SystemExit("--push_to_hub needs --hub_model_id user/name (the model was saved to {model_dir}).")
     # The card written above (with this repo id in its usage snippet) is uploaded as is.
     published = publish_model(
         model_dir,
@@ -720,10 +720,9 @@ def write_model_card(arguments: Arguments, model_dir: Path, results: dict, merge
         num_training_pairs=results["train_pairs"],
         training_notes=_card_note(arguments, results),
     )
+    # The report file, not its dict: the card also takes the heatmap beside it.
     folder = arguments.output_dir / "eval" / ("merged" if merged else "after")
-    report = (
-        folder / f"{arguments.evaluation.eval_name}_metrics.json"
-    )  # the heatmap beside it goes in the card
+    report = folder / f"{arguments.evaluation.eval_name}_metrics.json"
     render(model_dir, info, [report] if report.exists() else [], repo_id=training.hub_model_id)
 
 
