@@ -265,3 +265,30 @@ def test_train_script_with_real_multilingual_e5_small(shared_data, tmp_path):
     assert before["mono_map"] > 0.5 and before["multi_map"] > 0.3
     assert abs(after["multi_map"] - before["multi_map"]) < 0.2
     assert after != before
+
+
+def test_reproduce_pareto_fronts_over_merge_ratios():
+    """merge_curves orders each strategy's points r = 0 (zero-shot) .. 1 (trained); the front drops dominated ones."""
+    import reproduce  # examples/reproduce.py
+
+    def row(mono, multi, rank_distance):
+        metrics = {"mono_map": mono, "cross_map": 0.5, "multi_map": multi, "rank_distance": rank_distance}
+        return {metric: {"mean": value, "std": 0.0, "n": 1} for metric, value in metrics.items()}
+
+    summary = {
+        "zero-shot": row(0.80, 0.30, 1200),
+        "hybrid": row(0.74, 0.52, 400),
+        "hybrid r=0.5": row(0.78, 0.54, 370),  # beats the trained model on every column
+        "hybrid r=0.3": row(0.79, 0.45, 600),
+        "mono": row(0.70, 0.40, 700),
+    }
+    curves = reproduce.merge_curves(summary)
+    assert [p["ratio"] for p in curves["hybrid"]] == [0.0, 0.3, 0.5, 1.0]
+    assert [p["ratio"] for p in curves["mono"]] == [0.0, 1.0]
+    front = reproduce.pareto_front(curves["hybrid"], "multi_map")
+    assert [p["ratio"] for p in front] == [0.0, 0.3, 0.5]  # r = 1 is dominated by r = 0.5
+    front = reproduce.pareto_front(curves["hybrid"], "rank_distance")  # lower is better
+    assert [p["ratio"] for p in front] == [0.0, 0.3, 0.5]
+    table = reproduce.pareto_table(curves)
+    assert "| mono | 0, 1 | 0, 1 |" in table
+    assert "On the front of all rows (mono vs multi_map): hybrid r=0.3, hybrid r=0.5, zero-shot" in table
