@@ -63,6 +63,7 @@ __all__ = [
     "model_card_files",
     "render_dataset_card",
     "render_model_card",
+    "training_pair_statistics",
     "write_model_card",
 ]
 
@@ -787,8 +788,17 @@ def _before_after(reports: Sequence[EvaluationReport], baselines: Sequence[Evalu
     return rows
 
 
-def _pair_statistics(train_dataset) -> dict[str, dict[str, Any]]:
-    """Per training source: languages, pairs, mono/cross pairs (from the training-pairs metadata columns)."""
+def training_pair_statistics(train_dataset) -> dict[str, dict[str, Any]]:
+    """Per training source: languages, pairs, mono/cross pairs (from the training-pairs metadata columns).
+
+    Pass the result as ``HybridModelCardData(train_pair_statistics=...)`` when the card is written by ``model.save()``.
+
+    Usage:
+        >>> from datasets import Dataset
+        >>> training_pair_statistics(Dataset.from_dict({"query_language": ["en", "de"], "passage_language": ["de", "de"],
+        ...                                             "source": ["mlqa-r", "mlqa-r"]}))["mlqa-r"]["cross_pairs"]
+        1
+    """
     if train_dataset is None or not {"query_language", "passage_language"} <= set(train_dataset.column_names):
         return {}
     sources = train_dataset["source"] if "source" in train_dataset.column_names else None
@@ -1193,7 +1203,7 @@ def _card(
     original = model.model_card_data
     data = card_data_class.extend(
         original, hybrid_info=info, hybrid_reports=loaded, baseline_reports=baselines,
-        train_pair_statistics=_pair_statistics(train_dataset) or dict(state.get("train_pair_statistics") or {}),
+        train_pair_statistics=training_pair_statistics(train_dataset) or dict(state.get("train_pair_statistics") or {}),
     )  # fmt: skip
     data.restore(state)
     data.asset_base_url = asset_base_url
