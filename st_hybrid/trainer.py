@@ -193,6 +193,11 @@ class HybridTrainer(SentenceTransformerTrainer):
         # Metadata per dataset fingerprint; must exist before the parent calls preprocess_dataset.
         self.pair_metadata: dict[str, PairMetadata] = {}
         super().__init__(*args, **kwargs)
+        if not hasattr(SentenceTransformerTrainer, "_run_epoch"):  # the hook below (transformers >= 5.2x)
+            logger.warning(
+                "This transformers version has no Trainer._run_epoch: HybridTrainer cannot set the sampler's "
+                "epoch itself, so a multi-process run resumed mid-epoch may replay epoch 0's batch order."
+            )
         if lower_is_better(self.args.metric_for_best_model) and self.args.greater_is_better is not False:
             logger.info(
                 f"metric_for_best_model={self.args.metric_for_best_model!r} is a rank distance (lower is "
@@ -242,6 +247,7 @@ class HybridTrainer(SentenceTransformerTrainer):
         ``BatchSamplerShard`` -> sampler) where neither call reaches it: the resumed epoch would replay
         epoch 0's order. The epoch is set here on the sampler itself, before the loop iterates.
         """
+        # transformers' signature: _run_epoch(model, epoch, train_dataloader, ...), called with keywords.
         epoch = kwargs["epoch"] if "epoch" in kwargs else args[1]
         loader = kwargs["train_dataloader"] if "train_dataloader" in kwargs else args[2]
         sampler = _find_hybrid_sampler(loader)
