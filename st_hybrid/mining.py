@@ -8,9 +8,16 @@ negatives). :func:`mine_hard_negatives` never mines from the anchor's **positive
 component of rows linked by a shared ``parallel_id``, ``answer_id`` (when the pairs have one), query text
 or passage text (transitively). Every text of every row in the group is off limits, in every language.
 
-Candidates are the distinct passage texts of the pairs. ``language="passage"`` draws a row's negatives from
-its passage's language (the query's language for mono rows, the target language for cross rows), so a
-negative is as hard as the positive on language alone; ``language="any"`` draws from every language.
+Candidates are the distinct passage texts of the pairs, plus an optional ``corpus`` (e.g.
+:func:`lareqa_corpus`: every sentence of the LAReQA paragraphs). ``language="passage"`` draws a row's
+negatives from its passage's language (the query's language for mono rows, the target language for cross
+rows), so a negative is as hard as the positive on language alone; ``language="any"`` draws from every
+language.
+
+A negative mined from the training passages is *another* row's positive. ``HybridBatchSampler`` keeps such
+rows out of one batch by joining their positive groups, and on real data (MLQA-R) those links chain every
+row into a single group, which leaves the sampler nothing to batch. ``avoid_training_positives=True`` with a
+corpus mines only texts that are nobody's query or passage, so the groups stay as they were.
 
 Search is exact inner product on normalized embeddings (faiss ``IndexFlatIP``); pools larger than
 ``ivf_threshold`` candidates use an ``IndexIVFFlat`` (approximate search; the group exclusion stays exact).
@@ -26,10 +33,13 @@ sentence-transformers. The ``num_negatives`` best remaining candidates are kept.
 Usage:
     >>> from sentence_transformers import SentenceTransformer
     >>> from st_hybrid.data import build_training_pairs, load_lareqa
-    >>> from st_hybrid.mining import mine_hard_negatives
+    >>> from st_hybrid.mining import lareqa_corpus, mine_hard_negatives
     >>> pairs = build_training_pairs(load_lareqa("../shared/data/mlqa-r"))  # doctest: +SKIP
     >>> model = SentenceTransformer("intfloat/multilingual-e5-small")  # doctest: +SKIP
-    >>> triplets = mine_hard_negatives(pairs, model, language="passage", range_min=2)  # doctest: +SKIP
+    >>> triplets = mine_hard_negatives(  # doctest: +SKIP
+    ...     pairs, model, language="passage", corpus=lareqa_corpus("../shared/data/mlqa-r"),
+    ...     avoid_training_positives=True,
+    ... )
     >>> triplets.column_names  # doctest: +SKIP
     ['query', 'passage', 'negative', 'query_language', 'passage_language', 'parallel_id', 'source']
 """
@@ -38,7 +48,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -47,7 +58,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["LANGUAGE_MODES", "mine_hard_negatives", "negative_columns"]
+__all__ = ["LANGUAGE_MODES", "lareqa_corpus", "mine_hard_negatives", "negative_columns"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +138,42 @@ class _Index:
 
 
 # ---------------------------------------------------------------------------------------------
+# Candidate corpus
+# ---------------------------------------------------------------------------------------------
+def lareqa_corpus(
+    path: str | Path, languages: Sequence[str] | None = None, max_articles: int | None = None
+) -> Dataset:
+    """Every sentence of every paragraph of LAReQA files (``text``, ``language``): a candidate corpus.
+
+    Most of these sentences answer no question, so mining them with ``avoid_training_positives=True`` gives
+    negatives from the answer's own paragraphs that are nobody's positive (LAReQA's "hard" candidates).
+    """
+    from datasets import Dataset
+
+    from .data import load_lareqa_retrieval
+
+    retrieval = load_lareqa_retrieval(path, languages=languages, max_articles=max_articles)
+    return Dataset.from_dict({"text": retrieval.candidate_texts, "language": retrieval.candidate_languages})
+
+
+def _corpus_columns(corpus) -> tuple[np.ndarray, np.ndarray]:
+    """(texts, languages) of a candidate corpus; empty arrays for None."""
+    if corpus is None:
+        return np.empty(0, dtype=object), np.empty(0, dtype=object)
+    names = corpus.column_names if hasattr(corpus, "column_names") else list(corpus)
+    missing = [name for name in ("text", "language") if name not in names]
+    if missing:
+        raise ValueError(
+            f"The corpus lacks columns {missing}: give it 'text' and 'language' columns "
+            "(e.g. st_hybrid.mining.lareqa_corpus(path))."
+        )
+    texts, languages = np.asarray(corpus["text"], dtype=object), np.asarray(corpus["language"], dtype=object)
+    if len(texts) != len(languages):
+        raise ValueError(f"The corpus has {len(texts)} texts but {len(languages)} languages.")
+    return texts, languages.astype(str).astype(object)
+
+
+# ---------------------------------------------------------------------------------------------
 # Mining
 # ---------------------------------------------------------------------------------------------
 def _check_arguments(
@@ -161,6 +208,24 @@ def _check_arguments(
             f"num_negatives={num_negatives}: raise range_max or lower range_min."
         )
     return range_max
+
+
+def _embed_into(
+    num_texts: int,
+    ids: np.ndarray,
+    texts: np.ndarray,
+    model,
+    role: str,
+    prompt_name,
+    prompt,
+    batch_size,
+    show_progress_bar,
+) -> np.ndarray:
+    """Encode ``texts[ids]`` once; return a (num_texts, dim) array with those rows filled (zeros elsewhere)."""
+    embeddings = _encode(model, texts[ids].tolist(), role, prompt_name, prompt, batch_size, show_progress_bar)
+    table = np.zeros((num_texts, embeddings.shape[1] if embeddings.ndim == 2 else 0), dtype=np.float32)
+    table[ids] = embeddings
+    return table
 
 
 def _encode(model, texts: list[str], role: str, prompt_name, prompt, batch_size, show_progress_bar):
@@ -209,6 +274,8 @@ def mine_hard_negatives(
     range_max: int | None = None,
     absolute_margin: float | None = None,
     relative_margin: float | None = None,
+    corpus: Dataset | Mapping[str, Sequence[str]] | None = None,
+    avoid_training_positives: bool = False,
     query_prompt_name: str | None = None,
     query_prompt: str | None = None,
     passage_prompt_name: str | None = None,
@@ -233,6 +300,13 @@ def mine_hard_negatives(
         absolute_margin: Drop candidates scoring above ``positive_score - absolute_margin``.
         relative_margin: Drop candidates scoring above ``positive_score - |positive_score| * relative_margin``.
             The positive score of an anchor is its lowest query-passage score over its rows.
+        corpus: More candidates: ``text`` and ``language`` columns (a ``Dataset`` or a mapping), e.g.
+            :func:`lareqa_corpus`, every sentence of the LAReQA paragraphs. A corpus text equal to a text
+            of the anchor's group is excluded like any group text.
+        avoid_training_positives: Never mine a text that is some row's query or passage (needs a corpus).
+            A negative drawn from the training passages is another row's positive: ``HybridBatchSampler``
+            then joins the two rows' positive groups so they never share a batch, and on real data those
+            links chain every row into one group. Mining from other sentences keeps the groups intact.
         query_prompt_name: Prompt name for the queries; ``model.encode_query``'s default otherwise.
         query_prompt: A literal query prompt (takes precedence over the name).
         passage_prompt_name: Prompt name for the passages; ``model.encode_document``'s default otherwise.
@@ -258,34 +332,66 @@ def mine_hard_negatives(
         [np.asarray(columns[name], dtype=object).astype(str) for name in key_names], [queries, passages]
     )
 
-    # Distinct texts, encoded once each.
-    query_codes, query_texts = _factorize(queries)
-    passage_codes, passage_texts = _factorize(passages)
-    query_embeddings = _encode(
-        model, query_texts, "query", query_prompt_name, query_prompt, batch_size, show_progress_bar
+    corpus_texts, corpus_languages = _corpus_columns(corpus)
+    if avoid_training_positives and not len(corpus_texts):
+        raise ValueError(
+            "avoid_training_positives=True leaves no candidates without a corpus: pass corpus= (e.g. "
+            "st_hybrid.mining.lareqa_corpus('../shared/data/mlqa-r'), every sentence of the paragraphs)."
+        )
+    # One code per distinct text over queries, passages and corpus; a text's group is that of its rows.
+    num_rows = len(pairs)
+    text_codes, texts = _factorize(np.concatenate([queries, passages, corpus_texts]))
+    query_text, passage_text = text_codes[:num_rows], text_codes[num_rows : 2 * num_rows]
+    text_group = np.full(len(texts), -1, dtype=np.int64)  # -1: in no row (a corpus-only text)
+    text_group[query_text] = groups
+    text_group[passage_text] = groups
+
+    # Candidates: (text, language) of the passages and of the corpus.
+    candidate_text = np.concatenate([passage_text, text_codes[2 * num_rows :]])
+    candidate_language = np.concatenate([passage_languages, corpus_languages])
+    if avoid_training_positives:
+        is_free = text_group[candidate_text] == -1
+        candidate_text, candidate_language = candidate_text[is_free], candidate_language[is_free]
+
+    # Each distinct text encoded once per role: queries with the query prompt, candidates with the passage one.
+    margins = absolute_margin is not None or relative_margin is not None
+    query_ids = np.unique(query_text)
+    document_ids = np.unique(
+        np.concatenate([candidate_text, passage_text if margins else []]).astype(np.int64)
     )
-    passage_embeddings = _encode(
-        model, passage_texts, "passage", passage_prompt_name, passage_prompt, batch_size, show_progress_bar
-    )
-    # Every row of one passage text shares its group (the text links them), and so does every row of a query.
-    passage_group = np.empty(len(passage_texts), dtype=groups.dtype)
-    passage_group[passage_codes] = groups
+    text_array = np.asarray(texts, dtype=object)
+    query_embeddings = _embed_into(
+        len(texts), query_ids, text_array, model, "query", query_prompt_name, query_prompt, batch_size,
+        show_progress_bar,
+    )  # fmt: skip
+    document_embeddings = _embed_into(
+        len(texts), document_ids, text_array, model, "passage", passage_prompt_name, passage_prompt,
+        batch_size, show_progress_bar,
+    )  # fmt: skip
 
     # Anchors: (query text, pool) - rows with the same key share their search and their negatives.
-    pool_of_row = passage_languages if language == "passage" else np.full(len(pairs), "*", dtype=object)
-    pool_codes, pool_names = _factorize(pool_of_row)
-    anchor_keys = query_codes.astype(np.int64) * len(pool_names) + pool_codes
-    anchor_codes, anchor_key_values = _factorize(anchor_keys)
-    anchor_query = np.asarray(anchor_key_values, dtype=np.int64) // len(pool_names)
-    anchor_pool = np.asarray(anchor_key_values, dtype=np.int64) % len(pool_names)
-    anchor_group = np.empty(len(anchor_key_values), dtype=groups.dtype)
+    if language == "passage":
+        row_pool, candidate_pool = passage_languages, candidate_language
+    else:
+        row_pool, candidate_pool = (
+            np.full(num_rows, "*", dtype=object),
+            np.full(len(candidate_text), "*", dtype=object),
+        )
+    pool_codes, pool_names = _factorize(np.concatenate([row_pool, candidate_pool]))
+    row_pool_codes, candidate_pool_codes = pool_codes[:num_rows], pool_codes[num_rows:]
+    anchor_codes, anchor_key_values = _factorize(
+        query_text.astype(np.int64) * len(pool_names) + row_pool_codes
+    )
+    anchor_key_values = np.asarray(anchor_key_values, dtype=np.int64)
+    anchor_query, anchor_pool = anchor_key_values // len(pool_names), anchor_key_values % len(pool_names)
+    anchor_group = np.empty(len(anchor_key_values), dtype=np.int64)
     anchor_group[anchor_codes] = groups
 
     # Highest score a negative may reach: the margin below the anchor's lowest positive score.
     bound = np.full(len(anchor_key_values), np.inf, dtype=np.float32)
-    if absolute_margin is not None or relative_margin is not None:
+    if margins:
         positive_scores = np.einsum(
-            "ij,ij->i", query_embeddings[query_codes], passage_embeddings[passage_codes]
+            "ij,ij->i", query_embeddings[query_text], document_embeddings[passage_text]
         ).astype(np.float32)
         lowest = np.full(len(anchor_key_values), np.inf, dtype=np.float32)
         np.minimum.at(lowest, anchor_codes, positive_scores)
@@ -296,20 +402,21 @@ def mine_hard_negatives(
 
     negatives = np.full((len(anchor_key_values), num_negatives), -1, dtype=np.int64)
     for pool in range(len(pool_names)):
-        candidates = np.unique(passage_codes[pool_codes == pool])  # passage-text ids in this pool
+        candidates = np.unique(candidate_text[candidate_pool_codes == pool])  # text codes in this pool
         anchors = np.flatnonzero(anchor_pool == pool)
-        index = _Index(passage_embeddings[candidates], ivf_threshold, nprobe, use_gpu)
+        if not len(candidates) or not len(anchors):
+            continue
+        index = _Index(document_embeddings[candidates], ivf_threshold, nprobe, use_gpu)
         # Each anchor searches deep enough to pass every member of its own group in the pool.
-        group_members = np.bincount(passage_group[candidates], minlength=int(groups.max()) + 1)
+        candidate_groups = text_group[candidates]
+        group_members = np.bincount(candidate_groups[candidate_groups >= 0], minlength=int(groups.max()) + 1)
         depth = np.minimum(range_max + group_members[anchor_group[anchors]], len(candidates))
         bucket = np.minimum(2 ** np.ceil(np.log2(np.maximum(depth, 1))).astype(np.int64), len(candidates))
         for k in np.unique(bucket):
             members = anchors[bucket == k]
             scores, found = index.search(query_embeddings[anchor_query[members]], int(k))
             found_texts = np.where(found >= 0, candidates[np.maximum(found, 0)], -1)
-            allowed = (found >= 0) & (
-                passage_group[np.maximum(found_texts, 0)] != anchor_group[members, None]
-            )
+            allowed = (found >= 0) & (text_group[np.maximum(found_texts, 0)] != anchor_group[members, None])
             negatives[members] = _select(
                 found_texts, scores, allowed, bound[members], range_min, range_max, num_negatives
             )
@@ -327,10 +434,9 @@ def mine_hard_negatives(
         )
     kept = np.flatnonzero(complete)
     mined = pairs.select(kept) if len(kept) < len(pairs) else pairs
-    passage_array = np.asarray(passage_texts, dtype=object)
     names = negative_columns(num_negatives)
     for position, name in enumerate(names):
-        mined = mined.add_column(name, passage_array[row_negatives[kept, position]].tolist())
+        mined = mined.add_column(name, text_array[row_negatives[kept, position]].tolist())
     order = ["query", "passage", *names] + [c for c in pairs.column_names if c not in ("query", "passage")]
     return mined.select_columns(order)
 

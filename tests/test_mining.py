@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from st_hybrid.data import build_training_pairs
-from st_hybrid.mining import _positive_groups, mine_hard_negatives, negative_columns
+from st_hybrid.data import build_training_pairs, load_lareqa
+from st_hybrid.mining import _positive_groups, lareqa_corpus, mine_hard_negatives, negative_columns
 
 LANGUAGES = ("en", "de", "es", "ar")
 
@@ -67,6 +67,22 @@ def random_parallel(seed: int, num_ids: int = 30, shared_answers: int = 4, share
     return Dataset.from_dict(rows), topic_of_text
 
 
+def random_corpus(parallel: Dataset, topic_of_text: dict[str, int], seed: int) -> Dataset:
+    """Filler sentences on each id's topic (hard, relevant to nobody) plus copies of some rows' texts."""
+    rng = np.random.default_rng(seed)
+    texts, languages = [], []
+    for pid, language in zip(parallel["parallel_id"], parallel["language"]):
+        for j in range(2):
+            text = f"filler {pid}-{language}-{j}"
+            topic_of_text[text] = int(pid[2:])
+            texts.append(text)
+            languages.append(language)
+    copied = rng.choice(len(parallel), size=len(parallel) // 3, replace=False)
+    texts += [parallel["answer"][i] if i % 2 else parallel["question"][i] for i in copied]
+    languages += [parallel["language"][i] for i in copied]
+    return Dataset.from_dict({"text": texts, "language": languages})
+
+
 def reference_group_texts(pairs: Dataset) -> list[set[str]]:
     """Per row, every text of its positive group: plain union-find over ids and texts (independent of the
     vectorised implementation)."""
@@ -106,11 +122,13 @@ def mine(pairs, topic_of_text, **kwargs):
         return mine_hard_negatives(pairs, TopicModel(topic_of_text), **kwargs)
 
 
+@pytest.mark.parametrize("candidates", ["passages", "passages+corpus", "corpus only"])
 @pytest.mark.parametrize("language", ["passage", "any"])
-@pytest.mark.parametrize("seed", range(12))
-def test_never_mines_from_the_positive_group(seed, language):
+@pytest.mark.parametrize("seed", range(8))
+def test_never_mines_from_the_positive_group(seed, language, candidates):
     parallel, topic_of_text = random_parallel(seed)
     pairs = build_training_pairs(parallel, cross_partners=2, seed=seed)
+    corpus = random_corpus(parallel, topic_of_text, seed) if candidates != "passages" else None
     num_negatives = 1 + seed % 3
     mined = mine(
         pairs,
@@ -120,11 +138,17 @@ def test_never_mines_from_the_positive_group(seed, language):
         range_min=seed % 2,
         range_max=(seed % 2) + num_negatives + 2,
         ivf_threshold=20 if seed % 4 == 0 else 100_000,  # the approximate index too
+        corpus=corpus,
+        avoid_training_positives=candidates == "corpus only",
     )
     assert len(mined) > 0.5 * len(pairs)
     group_texts = reference_group_texts(pairs)
     row_of = {(r["query"], r["passage"], r["parallel_id"]): i for i, r in enumerate(pairs)}
     languages_of = passage_languages_of_text(pairs)
+    if corpus is not None:
+        for text, text_language in zip(corpus["text"], corpus["language"]):
+            languages_of.setdefault(text, set()).add(text_language)
+    training_texts = set(pairs["query"]) | set(pairs["passage"])
     for row in mined:
         texts = group_texts[row_of[(row["query"], row["passage"], row["parallel_id"])]]
         negatives = [row[name] for name in negative_columns(num_negatives)]
@@ -132,6 +156,38 @@ def test_never_mines_from_the_positive_group(seed, language):
         assert len(set(negatives)) == num_negatives
         if language == "passage":
             assert all(row["passage_language"] in languages_of[negative] for negative in negatives)
+        if candidates == "corpus only":
+            assert not training_texts & set(negatives)
+        elif candidates == "passages":
+            assert set(negatives) <= set(pairs["passage"])
+
+
+def test_corpus_only_negatives_keep_the_sampler_groups():
+    """Negatives from the training passages are other rows' positives: the sampler joins those rows' groups
+    (here into one). Negatives that are nobody's positive leave the groups as they were."""
+    from st_hybrid.sampler import PairMetadata
+
+    parallel, topic_of_text = random_parallel(0, num_ids=40)
+    pairs = build_training_pairs(parallel, cross_partners=2)
+    corpus = random_corpus(parallel, topic_of_text, 0)
+    before = PairMetadata.from_dataset(pairs).num_groups
+    from_passages = mine(pairs, topic_of_text, language="any")
+    assert PairMetadata.from_dataset(from_passages).num_groups < before / 2
+    from_corpus = mine(pairs, topic_of_text, language="any", corpus=corpus, avoid_training_positives=True)
+    assert len(from_corpus) == len(pairs)
+    assert PairMetadata.from_dataset(from_corpus).num_groups == before
+    with pytest.raises(ValueError, match="avoid_training_positives=True leaves no candidates"):
+        mine_hard_negatives(pairs, TopicModel(topic_of_text), avoid_training_positives=True)
+    with pytest.raises(ValueError, match="corpus lacks columns \\['language'\\]"):
+        mine_hard_negatives(pairs, TopicModel(topic_of_text), corpus={"text": ["x"]})
+
+
+def test_lareqa_corpus_holds_every_sentence(shared_data):
+    corpus = lareqa_corpus(shared_data / "xquad-r", languages=["en", "de"], max_articles=1)
+    assert corpus.column_names == ["text", "language"]
+    assert set(corpus["language"]) == {"en", "de"}
+    parallel = load_lareqa(shared_data / "xquad-r", ["en"], max_articles=1)
+    assert set(parallel["answer"]) < set(corpus["text"])  # answers and the sentences around them
 
 
 def test_topic_model_makes_group_members_the_nearest_candidates():
