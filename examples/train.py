@@ -622,9 +622,9 @@ def run(arguments: Arguments) -> dict | None:
             "after": after,
             "merged": None,
         }
-        write_model_card(arguments, model_dir, results)
+        write_model_card(arguments, model_dir, results, model, pairs)
         if arguments.merge.merge_ratio is not None:
-            results["merged"] = merge_and_evaluate(arguments, model, evaluator, results)
+            results["merged"] = merge_and_evaluate(arguments, model, evaluator, results, pairs)
         write_json(output_dir / "results.json", results)
         if after:
             print(
@@ -656,7 +656,7 @@ def _columns(results: dict) -> dict[str, dict | None]:
     return columns
 
 
-def merge_and_evaluate(arguments: Arguments, model, evaluator, results: dict) -> dict:
+def merge_and_evaluate(arguments: Arguments, model, evaluator, results: dict, pairs) -> dict:
     """Save ``model-merged/``, (1 - r)·base + r·fine-tuned; evaluate it; write its card (it says it is a merge)."""
     from st_hybrid.merge import save_merged
 
@@ -665,7 +665,7 @@ def merge_and_evaluate(arguments: Arguments, model, evaluator, results: dict) ->
     merged = save_merged(arguments.model.model, model, ratio, merged_dir)
     after = evaluate_into(evaluator, merged, arguments.output_dir / "eval" / "merged") if evaluator else None
     merged_results = {"ratio": ratio, "path": str(merged_dir), "after": after}
-    write_model_card(arguments, merged_dir, {**results, "merged": merged_results}, merged=True)
+    write_model_card(arguments, merged_dir, {**results, "merged": merged_results}, merged, pairs, merged=True)
     return merged_results
 
 
@@ -683,55 +683,46 @@ def publish(arguments: Arguments, model_dir: Path) -> None:
     print(f"Pushed to {published.url} ({model_dir.name}/)")
 
 
-def write_model_card(arguments: Arguments, model_dir: Path, results: dict, merged: bool = False) -> None:
-    """README.md (+ heatmap and metrics) in a saved model folder.
+def write_model_card(
+    arguments: Arguments, model_dir: Path, results: dict, model, pairs, merged: bool = False
+) -> None:
+    """README.md (+ heatmap and metrics) in a saved model folder: sentence-transformers' card plus ours.
 
-    A merged model's card says it is a merge, and of what, from the record ``save_merged`` writes beside it.
+    ``model`` (in memory, right after training) carries the trainer's record: training logs, hyperparameters,
+    dataset statistics. A merged model's card says it is a merge, and of what.
     """
-    from st_hybrid.model_card import ModelCardInfo
+    from st_hybrid.model_card import ModelCardInfo, load_report
     from st_hybrid.model_card import write_model_card as render
 
-    batches, training = arguments.batches, arguments.training
+    batches, training, evaluation = arguments.batches, arguments.training, arguments.evaluation
     info = ModelCardInfo(
         base_model=arguments.model.base_model_name or arguments.model.model,
+        base_model_path=arguments.model.model if Path(arguments.model.model).is_dir() else None,
         strategy=batches.strategy,
         alpha=batches.alpha if batches.strategy in ("hybrid", "mixed") else None,
         languages=results["train_languages"],
         language_weighting=batches.language_weighting,
         train_datasets=[Path(source).name for source in arguments.data.train_data],
-        hyperparameters={
-            "batch_size": training.per_device_train_batch_size * results["num_processes"],
-            "gradient_accumulation_steps": training.gradient_accumulation_steps,
-            "learning_rate": training.learning_rate,
-            "lr_scheduler_type": str(
-                getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type)
-            ),
-            "weight_decay": training.weight_decay,
-            "warmup_steps": training.warmup_steps,
-            "steps": results["global_step"],
-            "max_seq_length": arguments.model.max_seq_length,
-            "precision": "bf16" if training.bf16 else "fp16" if training.fp16 else "fp32",
-            "seed": training.seed,
-        },
-        loss=f"{'Cached' if arguments.loss.loss == 'cached_mnrl' else ''}MultipleNegativesRankingLoss "
-        f"(scale={arguments.loss.scale:g})",
         query_prefix=arguments.model.query_prompt,
         passage_prefix=arguments.model.passage_prompt,
         num_training_pairs=results["train_pairs"],
-        training_notes=_card_note(arguments, results),
+        merge_ratio=results["merged"]["ratio"] if merged else None,
     )
-    # The report file, not its dict: the card also takes the heatmap beside it.
-    folder = arguments.output_dir / "eval" / ("merged" if merged else "after")
-    report = folder / f"{arguments.evaluation.eval_name}_metrics.json"
-    render(model_dir, info, [report] if report.exists() else [], repo_id=training.hub_model_id)
+    # Report files, not dicts: the card also takes the heatmap beside each; a subset pool is named as one.
+    pool = {"max_articles": evaluation.eval_max_articles} if evaluation.eval_max_articles else None
 
+    def reports(stage: str) -> list:
+        path = arguments.output_dir / "eval" / stage / f"{evaluation.eval_name}_metrics.json"
+        return [load_report(path, pool=pool)] if path.exists() else []
 
-def _card_note(arguments: Arguments, results: dict) -> str | None:
-    if not (results["before"] and results["after"]):
-        return None
-    pool = f"{arguments.evaluation.eval_name} ({results['eval_pool']})"
-    return (
-        f"Zero-shot base model vs this run's models on {pool}:\n\n```\n{format_table(_columns(results))}\n```"
+    render(
+        model_dir,
+        info,
+        reports("merged" if merged else "after") if results["after"] else [],
+        repo_id=training.hub_model_id,
+        model=model,
+        baseline_reports=reports("before") if results["before"] else [],
+        train_dataset=pairs,
     )
 
 
