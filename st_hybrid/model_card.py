@@ -616,6 +616,17 @@ def describe_pool(report: EvaluationReport) -> EvaluationPool:
                           f"a subset of {title}: {scope}{size} of the full {whole}")  # fmt: skip
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None``: strict JSON, as the evaluator writes its reports."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 def _finite(value: Any) -> float | None:
     try:
         number = float(value)
@@ -680,7 +691,7 @@ def model_card_files(
     """
     files: dict[str, Path | bytes] = {}
     for report in (load_report(r) for r in reports):
-        files[f"eval/{report.json_name}"] = json.dumps(report.to_json_dict(), indent=2).encode()
+        files[f"eval/{report.json_name}"] = json.dumps(_json_safe(report.to_json_dict()), indent=2).encode()
         if report.heatmap is not None:
             if not report.heatmap.is_file():
                 raise FileNotFoundError(f"Heatmap {report.heatmap} of report {report.name!r} does not exist.")
@@ -1101,7 +1112,7 @@ def _hybrid_model_card_data_class():
                 "train_pair_statistics": self.train_pair_statistics,
                 "sentence_transformers": st_state,
             }
-            text = json.dumps(state, indent=2, default=str, allow_nan=False)
+            text = json.dumps(_json_safe(state), indent=2, default=str, allow_nan=False)
             tmp = root / f".{CARD_STATE_FILE}.tmp"
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, root / CARD_STATE_FILE)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
 from pathlib import Path
@@ -161,6 +162,16 @@ def test_nan_metric_is_left_out_of_the_model_index(tiny_model_path):
     assert ("full", "cross_map") not in types and ("full", "rank_distance") not in types
     assert ("full-en", "mono_map") not in types and ("full-de", "mono_map") in types
     assert ".nan" not in text.split("---\n")[1] and ".inf" not in text.split("---\n")[1]
+
+
+def test_nan_metric_is_saved_as_strict_json(tiny_model_path, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_path, folder)
+    report = _report(cross_map=math.nan)
+    write_model_card(folder, ModelCardInfo(languages=["en"]), [report])
+    saved = (folder / "eval" / "xquad-r_metrics.json").read_text()
+    assert "NaN" not in saved and json.loads(saved)["metrics"]["cross_map"] is None
+    assert "NaN" not in (folder / "st_hybrid_card.json").read_text()
 
 
 def test_nan_from_an_evaluator_during_training_is_left_out(tiny_model_path):
