@@ -467,7 +467,7 @@ def evaluation_inputs(arguments: Arguments, model_name_or_path: str | os.PathLik
     }
 
 
-# Training arguments that change where and how often a run reports, not what it computes.
+# Training arguments that change where and how a run reports or which process reads them, not what it computes.
 _REPORTING_PREFIXES = (
     "output_dir",
     "logging_",
@@ -477,6 +477,8 @@ _REPORTING_PREFIXES = (
     "report_to",
     "run_name",
     "disable_tqdm",
+    "local_rank",  # differs between the processes of one run
+    "ddp_backend",
 )
 
 
