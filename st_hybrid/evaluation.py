@@ -237,6 +237,8 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
         self._prepare(queries, corpus, relevant_docs, query_languages, corpus_languages, languages)
         self._check_settings()
         self.pools = self._resolve_pools(pools)
+        #: How the candidate pool was cut from its benchmark (``{"max_articles": 4}``); empty when not cut.
+        self.pool: dict[str, Any] = {}
         if primary_metric not in self.metric_names:
             raise ValueError(
                 f"primary_metric {primary_metric!r} is not computed; choose from {self.metric_names}."
@@ -292,7 +294,10 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
             return cls.from_corpus(path_or_corpus, languages=languages, **kwargs)
         kwargs.setdefault("name", Path(path_or_corpus).stem)
         corpus = load_lareqa_retrieval(path_or_corpus, languages=languages, max_articles=max_articles)
-        return cls.from_corpus(corpus, languages=languages, **kwargs)
+        evaluator = cls.from_corpus(corpus, languages=languages, **kwargs)
+        # Reports and model cards name a subset as such (a full-benchmark number is never implied).
+        evaluator.pool = {"max_articles": max_articles} if max_articles is not None else {}
+        return evaluator
 
     def _prepare(self, queries, corpus, relevant_docs, query_languages, corpus_languages, languages) -> None:
         """Validate the inputs, select languages, deduplicate texts and lay out candidates by language."""
@@ -454,6 +459,8 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
             "top_k_language_share": summary["top_k_language_share"],
             "rank_fairness": summary["rank_fairness"],
         }
+        if self.pool:
+            report["pool"] = dict(self.pool)
         if self.pools:
             report["pools"] = [
                 self._evaluate_pool(languages, query_embeddings, candidate_embeddings)

@@ -372,6 +372,8 @@ def test_tiny_model_on_xquad_subset(tiny_model, xquad_evaluator, tmp_path, monke
     assert report["num_queries_per_setting"]["cross"] == 2 * report["num_queries_per_setting"]["mono"]
     for suffix in ("metrics.json", "metrics.csv", "pair_map.csv", "pair_map.png", "predictions.jsonl"):
         assert (tmp_path / f"{name}_{suffix}").stat().st_size > 0
+    # The subset is recorded, so reports and cards never pass it off as the full benchmark.
+    assert json.loads((tmp_path / f"{name}_metrics.json").read_text())["pool"] == {"max_articles": 1}
 
     # The faiss top-k lists agree with the exact ranks: Recall@10 recomputed from them is the reported one.
     relevant = dict(_relevant_ids(xquad_evaluator))
