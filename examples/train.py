@@ -23,6 +23,7 @@ in ``eval/before`` is reused only if the model, data, languages and prompts are 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import json
@@ -83,7 +84,12 @@ class ModelArguments:
     base_model_name: str | None = field(
         default=None, metadata={"help": "Hub id for the card when --model is a local copy of it."}
     )
-    max_seq_length: int = 128
+    max_seq_length: int = field(
+        default=128,
+        metadata={
+            "help": "Truncation while training; the saved model and the before/after evaluations use eval_max_seq_length."
+        },
+    )
     freeze_embeddings: bool = field(
         default=False,
         metadata={"help": "Freeze the word embeddings (most of a small model): halves CPU time."},
@@ -167,11 +173,20 @@ class EvaluationArguments:
     eval_languages: list[str] | None = None
     eval_max_articles: int | None = field(default=None, metadata={"help": "A subset: the first N articles."})
     eval_batch_size: int = 64
+    eval_max_seq_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Truncation of the evaluations and of the saved model; default: the base model's own limit "
+            "(a short training truncation must not truncate the benchmark or the published model)."
+        },
+    )
     evaluate_before: bool = field(default=True, metadata={"help": "Also evaluate the base model (cached)."})
 
     def __post_init__(self) -> None:
         self.eval_data = _none_if_null(self.eval_data)
         self.eval_languages = _as_languages(self.eval_languages, "eval_languages")
+        if self.eval_max_seq_length is not None and self.eval_max_seq_length < 1:
+            raise ValueError(f"eval_max_seq_length must be >= 1, got {self.eval_max_seq_length}.")
         if self.eval_max_articles is not None and self.eval_max_articles < 1:
             raise ValueError(f"eval_max_articles must be >= 1, got {self.eval_max_articles}.")
 
@@ -368,13 +383,27 @@ def check_output_dir(arguments: Arguments) -> None:
 # Building blocks
 # ---------------------------------------------------------------------------------------------
 def load_model(arguments: Arguments):
+    """The base model, truncating at the evaluation length (see :func:`set_max_seq_length` for training)."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(arguments.model.model)
-    model.max_seq_length = arguments.model.max_seq_length
+    if arguments.evaluation.eval_max_seq_length is None:
+        arguments.evaluation.eval_max_seq_length = model.max_seq_length
+    model.max_seq_length = arguments.evaluation.eval_max_seq_length
     if arguments.model.freeze_embeddings:
         model[0].auto_model.get_input_embeddings().requires_grad_(False)
     return model
+
+
+@contextlib.contextmanager
+def training_truncation(model, max_seq_length: int):
+    """Truncate at ``max_seq_length`` while training only: evaluations and the saved model keep their length."""
+    evaluation_length = model.max_seq_length
+    model.max_seq_length = max_seq_length
+    try:
+        yield
+    finally:
+        model.max_seq_length = evaluation_length
 
 
 def build_pairs(arguments: Arguments):
@@ -458,7 +487,7 @@ def evaluation_inputs(arguments: Arguments, model_name_or_path: str | os.PathLik
     evaluation = arguments.evaluation
     return {
         "model": path_fingerprint(model_name_or_path),
-        "max_seq_length": arguments.model.max_seq_length,
+        "max_seq_length": arguments.evaluation.eval_max_seq_length,
         "prompts": [arguments.model.query_prompt, arguments.model.passage_prompt],
         "eval_data": path_fingerprint(evaluation.eval_data),
         "eval_name": evaluation.eval_name,
@@ -601,7 +630,8 @@ def run(arguments: Arguments) -> dict | None:
     )
     resume = arguments.run.resume and any((output_dir / "checkpoints").glob("checkpoint-*"))
     start = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=True if resume else None)
+    with training_truncation(model, arguments.model.max_seq_length):
+        train_output = trainer.train(resume_from_checkpoint=True if resume else None)
     train_seconds = time.perf_counter() - start
 
     model_dir = output_dir / "model"

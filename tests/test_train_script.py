@@ -83,6 +83,13 @@ def test_train_script_writes_model_metrics_and_card(tiny_model_path, shared_data
     assert "hybrid" in card.lower() and "xquad-r" in card.lower()
     assert f"{results['after']['metrics']['multi_map']:.4f}"[:5] in card
 
+    # Training truncated at 48 tokens; the saved model and the evaluations keep the base model's 64.
+    from sentence_transformers import SentenceTransformer
+
+    assert SentenceTransformer(tiny_model_path).max_seq_length == 64
+    assert SentenceTransformer(str(out / "model")).max_seq_length == 64
+    assert results["config"]["eval_max_seq_length"] == 64
+
 
 def test_resume_continues_the_same_run(tiny_model_path, shared_data, tmp_path):
     """An interrupted run resumed from its checkpoint ends with the same weights as an uninterrupted one."""
