@@ -28,6 +28,9 @@ _EXPORTS = {
     "load_lareqa_retrieval": "data",
     "load_parallel": "data",
     "load_tatoeba": "data",
+    "interpolate": "merge",
+    "save_merged": "merge",
+    "mine_hard_negatives": "mining",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -35,6 +38,8 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .data import build_training_pairs, load_lareqa, load_lareqa_retrieval, load_parallel, load_tatoeba
     from .evaluation import LanguageAwareRetrievalEvaluator
+    from .merge import interpolate, save_merged
+    from .mining import mine_hard_negatives
     from .sampler import HybridBatchSampler, PairMetadata, positive_groups
     from .trainer import HybridTrainer, hybrid_batch_sampler, split_metadata
 

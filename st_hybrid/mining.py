@@ -80,28 +80,22 @@ def negative_columns(num_negatives: int) -> list[str]:
 # Positive groups
 # ---------------------------------------------------------------------------------------------
 def _positive_groups(key_columns: Sequence[np.ndarray], text_columns: Sequence[np.ndarray]) -> np.ndarray:
-    """Group label per row: connected components of rows sharing a key (parallel id, answer id) or any text.
+    """Group label per row: the sampler's positive groups (:func:`st_hybrid.sampler.positive_groups`).
 
-    Each key column has its own namespace; texts share one across columns (a passage equal to another row's
-    query links the rows). Rows and keys form a bipartite graph whose components are the groups.
+    ``key_columns`` are the parallel ids, then optionally the answer ids; rows sharing a key or any text of
+    ``text_columns`` (one vocabulary across the columns) are in one group, transitively. Mining and batching
+    use this one definition, so a mined negative is never relevant to its anchor in the sampler's sense.
     """
-    import pandas as pd
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    import pyarrow as pa
 
-    num_rows = len(key_columns[0])
-    families = [pd.factorize(column)[0] for column in key_columns]
-    families.append(pd.factorize(np.concatenate(text_columns))[0])
-    # Node numbering: rows, then each family in its own range; one edge per (row, key).
-    keys, offset = [], num_rows
-    for codes in families:
-        keys.append(codes + offset)
-        offset += int(codes.max(initial=-1)) + 1
-    rows = np.tile(np.arange(num_rows), len(key_columns) + len(text_columns))
-    keys = np.concatenate(keys)
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, keys)), shape=(offset, offset))
-    _, labels = connected_components(graph.tocsr(), directed=False)
-    return labels[:num_rows]
+    from st_hybrid.sampler import positive_groups
+
+    parallel_id, *answer_id = (_factorize(column)[0] for column in key_columns)
+    texts = {
+        f"text_{i}": pa.array(column.tolist(), type=pa.large_string())
+        for i, column in enumerate(text_columns)
+    }
+    return positive_groups(parallel_id, answer_id[0] if answer_id else None, texts)
 
 
 # ---------------------------------------------------------------------------------------------
