@@ -779,7 +779,9 @@ class HybridBatchSampler(DefaultBatchSampler):
             if not self.drop_small_pools:
                 raise ValueError(
                     message + " Lower batch_size, remove those languages from the data, or pass "
-                    "drop_small_pools=True to skip them."
+                    "drop_small_pools=True to skip them. (Hard negatives taken from the training passages "
+                    "chain rows into few groups: mine them with st_hybrid.mining.mine_hard_negatives(..., "
+                    "corpus=lareqa_corpus(path), avoid_training_positives=True).)"
                 )
             logger.warning(message + " Skipping them (drop_small_pools=True).")
         return pools

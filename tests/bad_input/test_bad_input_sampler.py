@@ -291,3 +291,27 @@ def test_a_pool_with_enough_ids_but_too_few_positive_groups_names_the_fix():
     )
     languages = np.asarray(pairs["query_language"])
     assert all((languages[batch] == "en").all() for batch in sampler)
+
+
+def test_negatives_chaining_every_row_into_one_group_get_an_error_naming_the_fix():
+    """Negatives mined from the training passages link each row to another: the error says how to mine instead."""
+    from datasets import Dataset
+
+    from st_hybrid.sampler import HybridBatchSampler
+
+    n = 200
+    pairs = Dataset.from_dict(
+        {
+            "query": [f"q{i}" for i in range(n)],
+            "passage": [f"p{i}" for i in range(n)],
+            "negative": [f"p{(i + 1) % n}" for i in range(n)],  # row i's negative is row i+1's positive
+            "query_language": ["en"] * n,
+            "passage_language": ["en"] * n,
+            "parallel_id": [str(i) for i in range(n)],
+        }
+    )
+    with pytest.raises(ValueError, match="1 positive groups") as error:
+        HybridBatchSampler(
+            pairs, batch_size=8, drop_last=True, metadata=pairs, strategy="mono", num_processes=1
+        )
+    assert "avoid_training_positives=True" in str(error.value)
