@@ -95,7 +95,8 @@ def _add_model_card_options(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> str:
     from st_hybrid import hub
-    from st_hybrid.model_card import DatasetCardInfo, ModelCardInfo, write_model_card
+    from st_hybrid.dataset_card import DatasetCardInfo
+    from st_hybrid.model_card import ModelCardInfo, write_model_card
 
     if args.command == "card":
         # Without --card-info, the facts saved beside the model (st_hybrid_card.json) are used.

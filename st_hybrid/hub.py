@@ -40,15 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from st_hybrid.model_card import (
-    DatasetCardInfo,
-    EvaluationReport,
-    ModelCardInfo,
-    dataset_statistics,
-    hub_asset_base_url,
-    render_dataset_card,
-    write_model_card,
-)
+from st_hybrid.card_templates import st_hybrid_version
+from st_hybrid.dataset_card import DatasetCardInfo, dataset_statistics, render_dataset_card
+from st_hybrid.model_card import EvaluationReport, ModelCardInfo, hub_asset_base_url, write_model_card
 
 __all__ = [
     "IGNORE_PATTERNS",
@@ -222,10 +216,11 @@ class _Target:
     def api(self):
         from huggingface_hub import HfApi
 
-        from st_hybrid.model_card import _version
-
         return HfApi(
-            endpoint=self.endpoint, token=self.token, library_name="st-hybrid", library_version=_version()
+            endpoint=self.endpoint,
+            token=self.token,
+            library_name="st-hybrid",
+            library_version=st_hybrid_version(),
         )
 
     def step(self, action: str):

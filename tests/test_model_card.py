@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from st_hybrid.dataset_card import DatasetCardInfo, dataset_statistics, render_dataset_card
 from st_hybrid.model_card import (
     CARD_STATE_FILE,
-    DatasetCardInfo,
     ModelCardInfo,
     build_eval_results,
-    dataset_statistics,
     find_template,
     load_report,
-    render_dataset_card,
     render_model_card,
     write_model_card,
 )
