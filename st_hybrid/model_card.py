@@ -445,6 +445,7 @@ class HybridModelCardData(SentenceTransformerModelCardData):
         for name in _RECORDED_FIELDS:
             if name in st_state and not getattr(self, name, None):
                 setattr(self, name, st_state[name])
+        self.add_tags(st_state.get("tags") or [])  # the trainer's tags, beside the defaults of a loaded model
         self.recorded = {k: st_state[k] for k in (*_RECORDED_RENDERED, "model-index") if st_state.get(k)}
 
     def _prepare(self, info: ModelCardInfo) -> None:

@@ -224,6 +224,8 @@ def test_trained_card_passes_hub_metadata_checks(trained):
 
 
 def test_card_written_after_the_fact_has_the_same_sections(trained, tmp_path):
+    from huggingface_hub import ModelCard
+
     from st_hybrid.cli import main
 
     folder = tmp_path / "model"
@@ -232,6 +234,8 @@ def test_card_written_after_the_fact_has_the_same_sections(trained, tmp_path):
     assert main(["card", "model", str(folder), "--repo-id", "user/tiny-hybrid"]) == 0
     text = (folder / "README.md").read_text()
     assert _headings(text) == _headings(trained["text"])
+    # The trainer's tags (generated_from_trainer, dataset_size, loss) survive a card written from the folder.
+    assert ModelCard(text).data.tags == ModelCard(trained["text"]).data.tags
     assert _table_rows(text, "| Epoch") == _table_rows(trained["text"], "| Epoch")
     assert _table_rows(text, "| Dataset | Languages |") == _table_rows(
         trained["text"], "| Dataset | Languages |"
