@@ -5,7 +5,7 @@ SHARED ?= ../shared
 # Extra flags for train / reproduce, e.g. make train ARGS="--overwrite --merge_ratio 0.5"
 ARGS ?=
 
-.PHONY: install test test-fast test-slow lint format train reproduce bench clean
+.PHONY: install test test-fast test-slow lint format train recipe reproduce bench clean
 
 install:  ## create .venv and install st-hybrid with its dev tools (torch CPU wheel first)
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ format:
 train:  ## the main job: fine-tune multilingual-e5-small on MLQA-R, evaluate on XQuAD-R (offline); again: ARGS=--overwrite
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
 	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/default.yaml --model $$BASE_MODEL $(ARGS)
+
+recipe:  ## the CPU recipe: 500 hybrid steps x 32 on MLQA-R, merged with the base at r=0.5, full XQuAD-R before/after/merged
+	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
+	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/recipe_cpu.yaml --model $$BASE_MODEL $(ARGS)
 
 reproduce:  ## mono / cross / hybrid / mixed comparison at CPU scale, 3 seeds, merged with the base at r=0.5
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
