@@ -41,7 +41,7 @@ Usage:
     ...     avoid_training_positives=True,
     ... )
     >>> triplets.column_names  # doctest: +SKIP
-    ['query', 'passage', 'negative', 'query_language', 'passage_language', 'parallel_id', 'source']
+    ['query', 'passage', 'negative', 'query_language', 'passage_language', 'parallel_id', 'source', 'answer_id']
 """
 
 from __future__ import annotations

@@ -187,7 +187,10 @@ class PerLanguageIndex:
         for lang in self.languages:
             scores, local = search(self.indexes[lang], queries, k)
             ids = np.where(local >= 0, self.row_ids[lang][np.maximum(local, 0)], -1)
-            parts.append((np.where(local >= 0, scores, -np.inf), ids))
+            # A language with fewer than k candidates returns a shorter list: pad it to k.
+            pad = ((0, 0), (0, k - local.shape[1]))
+            scores = np.pad(np.where(local >= 0, scores, -np.inf), pad, constant_values=-np.inf)
+            parts.append((scores, np.pad(ids, pad, constant_values=-1)))
         scores = np.stack([p[0] for p in parts], axis=1)  # (queries, languages, k)
         ids = np.stack([p[1] for p in parts], axis=1)
         if self.merge == "score":

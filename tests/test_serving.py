@@ -143,3 +143,14 @@ def test_measure_latency_reports_positive_figures():
     report = measure_latency(lambda q, k: search(index, q, k), queries, k=10, single_queries=20)
     assert 0 < report.p50_ms <= report.p95_ms
     assert report.qps > 0
+
+
+def test_per_language_index_with_a_pool_smaller_than_k():
+    corpus, queries = _unit(60, 16, 0), _unit(5, 16, 1)
+    languages = np.array(["en"] * 50 + ["de"] * 10)
+    for merge in ("score", "round_robin"):
+        scores, ids = PerLanguageIndex(corpus, languages, merge=merge).search(queries, k=30)
+        assert ids.shape == (5, 30) and (ids >= 0).all()
+        assert (np.sort(np.unique(languages[ids[0]])) == ["de", "en"]).all()
+    _, shared_ids = search(build_index(corpus, "flat"), queries, k=30)
+    np.testing.assert_array_equal(PerLanguageIndex(corpus, languages).search(queries, k=30)[1], shared_ids)
