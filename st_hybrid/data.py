@@ -7,6 +7,10 @@ Two views of the same files:
 * the **retrieval corpus** (:func:`load_lareqa_retrieval`): LAReQA-style queries, every sentence of
   every paragraph as a candidate, and each query's relevant candidates in every language.
 
+Tatoeba serves both: :func:`split_tatoeba` (:func:`split_parallel` for any parallel table) splits it into a
+training table and a held-out table that share no text and no parallel id, and :func:`tatoeba_retrieval`
+turns the held-out table into a retrieval corpus (one pool of every language's sentences).
+
 Training pairs (:func:`build_training_pairs`) carry text columns ``query`` and ``passage`` plus the
 metadata columns in :data:`METADATA_COLUMNS`, which :class:`~st_hybrid.HybridBatchSampler` reads and
 the trainer keeps away from the data collator.
@@ -21,6 +25,7 @@ Usage:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -36,6 +41,7 @@ __all__ = [
     "METADATA_COLUMNS",
     "PARALLEL_COLUMNS",
     "RetrievalCorpus",
+    "TATOEBA_DIRECTIONS",
     "build_training_pairs",
     "load_lareqa",
     "load_lareqa_retrieval",
@@ -43,6 +49,10 @@ __all__ = [
     "load_tatoeba",
     "require_consistent_case",
     "require_filled",
+    "split_parallel",
+    "split_tatoeba",
+    "tatoeba_retrieval",
+    "translation_components",
 ]
 
 #: Metadata columns of a training-pairs dataset; ``source`` and ``answer_id`` are optional.
@@ -210,6 +220,18 @@ def load_lareqa(
     return Dataset.from_dict(rows)
 
 
+def _tatoeba_languages(path: Path, languages: Sequence[str] | None) -> list[str]:
+    """The requested languages paired with English (all in the folder by default); unknown ones raise."""
+    available = sorted(p.name.split(".")[1].split("-")[0] for p in path.glob("tatoeba.*-eng.eng"))
+    if not available:
+        raise FileNotFoundError(f"No tatoeba.xxx-eng.* files in {path}.")
+    chosen = list(languages) if languages is not None else available
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise ValueError(f"Tatoeba languages {unknown} are not in {path}; available: {available}.")
+    return chosen
+
+
 def load_tatoeba(
     path: str | Path,
     languages: Sequence[str] | None = None,
@@ -231,13 +253,7 @@ def load_tatoeba(
         ValueError: Two files of a pair with different line counts (naming both files and counts).
     """
     path = Path(path)
-    available = sorted(p.name.split(".")[1].split("-")[0] for p in path.glob("tatoeba.*-eng.eng"))
-    if not available:
-        raise FileNotFoundError(f"No tatoeba.xxx-eng.* files in {path}.")
-    chosen = list(languages) if languages is not None else available
-    unknown = sorted(set(chosen) - set(available))
-    if unknown:
-        raise ValueError(f"Tatoeba languages {unknown} are not in {path}; available: {available}.")
+    chosen = _tatoeba_languages(path, languages)
     rows: dict[str, list] = {name: [] for name in (*PARALLEL_COLUMNS, "source")}
     for language in chosen:
         foreign_file, english_file = (
@@ -312,6 +328,165 @@ def load_parallel(
         keep = set(languages)
         dataset = dataset.filter(lambda batch: [lang in keep for lang in batch["language"]], batched=True)
     return dataset
+
+
+# ---------------------------------------------------------------------------------------------
+# Train / held-out split without shared text
+# ---------------------------------------------------------------------------------------------
+def _codes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Integer code per row (equal values, equal codes)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = values.cast(pa.large_string()).dictionary_encode()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _require_columns(parallel: Dataset, needed: Sequence[str], fix: str) -> None:
+    missing = [c for c in needed if c not in parallel.column_names]
+    if missing:
+        raise ValueError(f"The parallel table lacks columns {missing}; {fix}")
+
+
+def translation_components(parallel: Dataset) -> np.ndarray:
+    """Component code per row: rows linked by a parallel id, an ``answer_id`` or an identical text.
+
+    Two rows are linked when they share a ``parallel_id`` (translations of each other), an ``answer_id``
+    (when the table has one) or a text: the ``question`` or ``answer`` of one equal to the ``question`` or
+    ``answer`` of the other, in any language. Components are closed under these links (transitively), as
+    computed by :func:`st_hybrid.sampler.positive_groups`, the sampler's definition of "the same positive".
+
+    Args:
+        parallel: A parallel table (see :func:`load_parallel`).
+
+    Returns:
+        An int64 array of component codes ``0..num_components - 1``, one per row.
+    """
+    from st_hybrid.sampler import positive_groups  # imports torch: only when needed
+
+    _require_columns(parallel, PARALLEL_COLUMNS, "build it with st_hybrid.data.load_parallel.")
+    names = [*PARALLEL_COLUMNS, *(["answer_id"] if "answer_id" in parallel.column_names else [])]
+    arrow = parallel.select_columns(names).with_format("arrow")[:]
+    answer_id = _codes(arrow.column("answer_id")) if "answer_id" in names else None
+    texts = {name: arrow.column(name).combine_chunks() for name in ("question", "answer")}
+    return positive_groups(_codes(arrow.column("parallel_id")), answer_id, texts)
+
+
+def _component_keys(parallel_ids: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """The smallest parallel id of each component (index = component code): independent of row order."""
+    order = np.lexsort((parallel_ids, components))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = components[order][1:] != components[order][:-1]
+    return parallel_ids[order][first]
+
+
+def _unit_hash(key: str, seed: int) -> float:
+    """A number in [0, 1) fixed by (seed, key) on every machine and run (unlike Python's ``hash``)."""
+    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def split_parallel(parallel: Dataset, test_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Split a parallel table into train and held-out test so that no text and no parallel id is on both sides.
+
+    The rule: rows linked by a parallel id, an ``answer_id`` (when the table has one) or an identical text
+    (question or answer, in any language), directly or through other rows, form one component
+    (:func:`translation_components`), and a component goes to one side as a whole. A component goes to test
+    when ``blake2b(seed, its smallest parallel id)`` (smallest in code-point order), read as a number in
+    [0, 1), is below ``test_fraction``. So the split
+
+    - shares nothing: Tatoeba's "I have two cats." is the English side of 47 language pairs (47 parallel
+      ids); those 47 ids, their 47 translations and everything linked to them land on one side;
+    - is deterministic across runs, machines and row orders (the components, their smallest ids and the
+      hash do not depend on the order of the rows), and each side keeps the table's row order;
+    - is stable per component: a component's side depends on its own ids only, not on the rest of the table.
+
+    ``test_fraction`` is honoured in expectation over components, so the share of rows is close to it on a
+    large table (full Tatoeba: 69,239 components, the largest 94 rows). Split the whole table and select
+    languages afterwards (as :func:`split_tatoeba` does): a subset of languages has smaller components
+    (fewer links), whose smallest ids, and so sides, can differ from those in the whole table.
+    Other columns (``context``) are not compared: give disjoint paragraphs for LAReQA-style tables.
+
+    Args:
+        parallel: A parallel table (columns :data:`PARALLEL_COLUMNS`, optional ``answer_id``).
+        test_fraction: Expected share of components held out, strictly between 0 and 1.
+        seed: Another seed gives another (equally deterministic) split.
+
+    Returns:
+        ``(train, test)``, both parallel tables with the input's columns.
+
+    Raises:
+        ValueError: A ``test_fraction`` outside (0, 1); missing columns or values (see
+            :func:`load_parallel`); a split that leaves one side empty (too few components).
+
+    Usage:
+        >>> from st_hybrid.data import load_tatoeba, split_parallel
+        >>> train, test = split_parallel(load_tatoeba("../shared/data/tatoeba"), test_fraction=0.2)  # doctest: +SKIP
+        >>> set(train["question"]).isdisjoint(test["question"])  # doctest: +SKIP
+        True
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
+        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}.")
+    if not 0 < test_fraction < 1:
+        raise ValueError(
+            f"test_fraction must be strictly between 0 and 1 (e.g. 0.2 holds out a fifth), got {test_fraction}; "
+            "0 or 1 would leave one side empty."
+        )
+    _require_columns(parallel, PARALLEL_COLUMNS, "build it with st_hybrid.data.load_parallel.")
+    _check_parallel_table(parallel)
+    components = translation_components(parallel)
+    parallel_ids = np.asarray(parallel.select_columns(["parallel_id"]).to_dict()["parallel_id"], dtype=str)
+    keys = _component_keys(parallel_ids, components)
+    held_out = np.fromiter(
+        (_unit_hash(key, seed) < test_fraction for key in keys), dtype=bool, count=len(keys)
+    )
+    is_test = held_out[components]
+    if is_test.all() or not is_test.any():
+        side = "train" if is_test.all() else "test"
+        raise ValueError(
+            f"The split left the {side} side empty: the table has only {len(keys)} component(s) of linked rows "
+            f"(parallel id or identical text); use more data or another test_fraction / seed."
+        )
+    return parallel.select(np.flatnonzero(~is_test)), parallel.select(np.flatnonzero(is_test))
+
+
+def split_tatoeba(
+    path: str | Path,
+    languages: Sequence[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[Dataset, Dataset]:
+    """Tatoeba's train and held-out tables: the whole folder split by :func:`split_parallel`, then languages kept.
+
+    Splitting the whole folder first makes every language subset a subset of one split: the training rows of
+    30 languages never share a text with the held-out rows of all 112 (English sentences are shared across
+    language pairs, so a subset split on its own could put a shared English sentence on the other side).
+
+    Args:
+        path: The Tatoeba folder (``tatoeba.xxx-eng.*`` files, e.g. ``../shared/data/tatoeba``).
+        languages: Languages paired with English to keep on both sides (``"eng"`` is ignored: each pair keeps
+            its English rows); all by default.
+        test_fraction: Expected share of held-out components (see :func:`split_parallel`).
+        seed: The split's seed.
+
+    Returns:
+        ``(train, test)`` parallel tables as from :func:`load_tatoeba`.
+
+    Usage:
+        >>> from st_hybrid.data import split_tatoeba, tatoeba_retrieval
+        >>> train, test = split_tatoeba("../shared/data/tatoeba", languages=["deu", "fra"])  # doctest: +SKIP
+        >>> corpus = tatoeba_retrieval(test)  # doctest: +SKIP
+    """
+    paired = [lang for lang in languages if lang != "eng"] if languages is not None else None
+    keep = {f"{lang}-eng" for lang in _tatoeba_languages(Path(path), paired)}  # unknown languages fail first
+    train, test = split_parallel(load_tatoeba(path), test_fraction=test_fraction, seed=seed)
+    if paired is None:
+        return train, test
+
+    def kept(side: Dataset) -> Dataset:  # load_tatoeba's parallel ids are "<xxx>-eng/<line>"
+        ids = side.select_columns(["parallel_id"]).to_dict()["parallel_id"]
+        return side.select([i for i, pid in enumerate(ids) if pid.split("/", 1)[0] in keep])
+
+    return kept(train), kept(test)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,4 +688,109 @@ def load_lareqa_retrieval(
         candidate_texts=candidates["text"],
         candidate_languages=candidates["language"],
         relevant=relevant,
+    )
+
+
+TATOEBA_DIRECTIONS = ("eng-x", "x-eng")
+
+
+def tatoeba_retrieval(
+    parallel_test: Dataset, direction: str = "eng-x", pivot: str = "eng"
+) -> RetrievalCorpus:
+    """Held-out bitext (e.g. Tatoeba's test side of :func:`split_tatoeba`) as a retrieval corpus.
+
+    Every distinct (language, sentence) of the table is one item. A sentence's translations are the other
+    sentences of its component (:func:`translation_components`: the rows of its parallel id, and through
+    identical texts every translation of the same English sentence, e.g. the 47 translations of
+    "I have two cats."); all of them are relevant.
+
+    Queries and candidates are disjoint by design, so that no query can retrieve itself (the evaluator and
+    mteb score every candidate; a query's own sentence in the pool would take rank 1 without being a
+    translation). Hence two directions around the ``pivot`` language (English):
+
+    - ``"eng-x"``: English sentences are the queries; the pool is every other language's sentences at once
+      (the mixed pool: up to 112 languages, every translation relevant). The multilingual setting gives
+      mAP, rank distance and nDCG@10 in that pool; the cross setting ranks within one language's sentences,
+      so ``pools=[["eng", x] for x in languages]`` of :class:`~st_hybrid.evaluation.LanguageAwareRetrievalEvaluator`
+      (with ``mrr_at_k`` including 1) gives XTREME-R's English->x accuracy@1 as each pool's ``multi_mrr@1``
+      (MRR@1 is 1 exactly when the top candidate is a translation).
+    - ``"x-eng"``: every other language's sentences are the queries; the pool is the English sentences.
+      ``per_language[x]["multi_mrr@1"]`` is x->English accuracy@1, over the pool of all held-out English
+      sentences (XTREME-R ranks within the ~1,000 English sentences of x's own file: a harder, larger pool
+      here, the same for every x).
+
+    A text present in two languages (a name, "OK.") is one item per language, both in one component, so a
+    candidate equal to a query's text is always a translation of it (no tie of a relevant candidate with a
+    non-relevant duplicate). Queries without a translation on the other side are left out.
+
+    Ids: ``"<language>/<i>"``, ``i`` the position of the sentence among its language's distinct sentences
+    in sorted order (independent of row order); ``query_parallel_ids`` hold the component's smallest
+    parallel id.
+
+    Args:
+        parallel_test: A bitext parallel table (``question == answer`` on every row, as from
+            :func:`load_tatoeba`), normally the held-out side of :func:`split_tatoeba`.
+        direction: ``"eng-x"`` (pivot-language queries, pool of the other languages) or ``"x-eng"``.
+        pivot: The language on one side of every pair (``"eng"`` in Tatoeba).
+
+    Raises:
+        ValueError: An unknown direction; a row whose question differs from its answer (not bitext); no
+            query with a translation on the other side.
+
+    Usage:
+        >>> from st_hybrid.data import split_tatoeba, tatoeba_retrieval
+        >>> from st_hybrid.evaluation import LanguageAwareRetrievalEvaluator
+        >>> _, test = split_tatoeba("../shared/data/tatoeba")  # doctest: +SKIP
+        >>> corpus = tatoeba_retrieval(test, direction="eng-x")  # doctest: +SKIP
+        >>> evaluator = LanguageAwareRetrievalEvaluator.from_corpus(
+        ...     corpus, settings=["multi"], mrr_at_k=(1, 10),
+        ...     pools=[["eng", x] for x in corpus.languages if x != "eng"])  # doctest: +SKIP
+        >>> report = evaluator.compute_report(model)  # doctest: +SKIP
+        >>> {pool["languages"][1]: pool["metrics"]["multi_mrr@1"] for pool in report["pools"]}  # doctest: +SKIP
+    """
+    if direction not in TATOEBA_DIRECTIONS:
+        raise ValueError(f"direction must be one of {TATOEBA_DIRECTIONS}, got {direction!r}.")
+    _require_columns(parallel_test, PARALLEL_COLUMNS, "build it with st_hybrid.data.load_tatoeba.")
+    _check_parallel_table(parallel_test, "the held-out bitext table")
+    columns = parallel_test.select_columns(list(PARALLEL_COLUMNS)).to_dict()
+    not_bitext = [i for i, (q, a) in enumerate(zip(columns["question"], columns["answer"])) if q != a]
+    if not_bitext:
+        raise ValueError(
+            f"tatoeba_retrieval needs bitext rows (question == answer, as load_tatoeba gives); rows "
+            f"{not_bitext[:5]} differ. For question/answer data use load_lareqa_retrieval."
+        )
+    components = translation_components(parallel_test)
+    keys = _component_keys(np.asarray(columns["parallel_id"], dtype=object).astype(str), components)
+    # One item per distinct (language, text); identical texts share a component, so it is well defined.
+    component_of = dict(zip(zip(columns["language"], columns["question"]), components.tolist()))
+    items = sorted(component_of)
+    ids, position = [], defaultdict(int)
+    for language, _ in items:
+        ids.append(f"{language}/{position[language]}")
+        position[language] += 1
+    is_query = [(language == pivot) == (direction == "eng-x") for language, _ in items]
+    candidates_of = defaultdict(set)
+    for item, item_id, query in zip(items, ids, is_query):
+        if not query:
+            candidates_of[component_of[item]].add(item_id)
+    queries = [
+        (item_id, item)
+        for item, item_id, query in zip(items, ids, is_query)
+        if query and candidates_of[component_of[item]]
+    ]
+    if not queries:
+        raise ValueError(
+            f"No {direction} query has a translation on the other side: the table needs rows in {pivot!r} "
+            "and in other languages sharing parallel ids."
+        )
+    candidates = [(item_id, item) for item, item_id, query in zip(items, ids, is_query) if not query]
+    return RetrievalCorpus(
+        query_ids=[item_id for item_id, _ in queries],
+        query_texts=[text for _, (_, text) in queries],
+        query_languages=[language for _, (language, _) in queries],
+        query_parallel_ids=[str(keys[component_of[item]]) for _, item in queries],
+        candidate_ids=[item_id for item_id, _ in candidates],
+        candidate_texts=[text for _, (_, text) in candidates],
+        candidate_languages=[language for _, (language, _) in candidates],
+        relevant={item_id: set(candidates_of[component_of[item]]) for item_id, item in queries},
     )

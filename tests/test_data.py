@@ -15,6 +15,9 @@ from st_hybrid.data import (
     load_lareqa_retrieval,
     load_parallel,
     load_tatoeba,
+    split_parallel,
+    split_tatoeba,
+    tatoeba_retrieval,
 )
 
 
@@ -159,3 +162,196 @@ def test_tatoeba_folder_through_load_parallel_gives_cross_pairs_only(shared_data
     assert len(pairs) == 200
     assert all(q != p for q, p in zip(pairs["query_language"], pairs["passage_language"]))
     assert all(q != p for q, p in zip(pairs["query"], pairs["passage"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tatoeba train / held-out split and the held-out retrieval corpus
+# ---------------------------------------------------------------------------------------------
+FEW_TATOEBA = ["afr", "deu", "fra", "ita", "nld", "spa"]
+
+
+def _column(table: Dataset, name: str) -> list:
+    """A column as a list, read column-wise (indexing a Dataset by name iterates rows: slow on Tatoeba)."""
+    return table.select_columns([name]).to_dict()[name]
+
+
+def _texts(table: Dataset) -> set[str]:
+    return set(_column(table, "question")) | set(_column(table, "answer"))
+
+
+def _assert_disjoint(train: Dataset, test: Dataset) -> None:
+    assert _texts(train).isdisjoint(_texts(test))
+    assert set(_column(train, "parallel_id")).isdisjoint(_column(test, "parallel_id"))
+
+
+def _rows(table: Dataset) -> set[tuple[str, str]]:
+    return set(zip(_column(table, "parallel_id"), _column(table, "language")))
+
+
+@pytest.fixture(scope="module")
+def few_tatoeba(shared_data) -> Dataset:
+    return load_tatoeba(shared_data / "tatoeba", languages=FEW_TATOEBA)
+
+
+def test_tatoeba_split_shares_no_text_and_no_id(few_tatoeba):
+    # Not vacuous: English sentences recur across language pairs (one text under several ids).
+    english = collections.Counter(
+        t
+        for t, lang in zip(_column(few_tatoeba, "question"), _column(few_tatoeba, "language"))
+        if lang == "eng"
+    )
+    assert english.most_common(1)[0][1] >= 3
+    train, test = split_parallel(few_tatoeba, test_fraction=0.2, seed=0)
+    _assert_disjoint(train, test)
+    assert len(train) + len(test) == len(few_tatoeba)
+    assert _rows(train) | _rows(test) == _rows(few_tatoeba)
+
+
+def test_tatoeba_split_is_deterministic_and_independent_of_row_order(few_tatoeba):
+    train, test = split_parallel(few_tatoeba, seed=3)
+    again_train, again_test = split_parallel(few_tatoeba, seed=3)
+    assert _column(again_train, "parallel_id") == _column(train, "parallel_id") and _column(
+        again_test, "question"
+    ) == _column(test, "question")
+    shuffled_train, shuffled_test = split_parallel(few_tatoeba.shuffle(seed=7), seed=3)
+    assert _rows(shuffled_train) == _rows(train) and _rows(shuffled_test) == _rows(test)
+    # The seed matters: another seed holds out other sentences.
+    assert _rows(split_parallel(few_tatoeba, seed=4)[1]) != _rows(test)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5])
+def test_tatoeba_split_honours_the_fraction(few_tatoeba, fraction):
+    _, test = split_parallel(few_tatoeba, test_fraction=fraction)
+    assert abs(len(test) / len(few_tatoeba) - fraction) < 0.03
+
+
+@pytest.mark.parametrize("fraction", [0, 1, -0.2, 1.5, "0.2", None, True])
+def test_split_rejects_a_bad_fraction(fraction):
+    with pytest.raises(ValueError, match="test_fraction must be"):
+        split_parallel(_toy_parallel(), test_fraction=fraction)
+
+
+def test_split_keeps_rows_linked_by_text_together():
+    # p1 and p2 share no id but an English sentence: whatever the seed, they stay on one side with p3,
+    # whose German answer repeats p2's German question.
+    rows = [("p1", "en", "I have two cats."), ("p1", "af", "Ek het twee katte."),
+            ("p2", "en", "I have two cats."), ("p2", "de", "Ich habe zwei Katzen."),
+            ("p3", "en", "Two cats."), ("p3", "de", "Ich habe zwei Katzen."),
+            ("p4", "en", "Hello."), ("p4", "de", "Hallo.")]  # fmt: skip
+    table = Dataset.from_dict(
+        {"parallel_id": [r[0] for r in rows], "language": [r[1] for r in rows],
+         "question": [r[2] for r in rows], "answer": [r[2] for r in rows]}
+    )  # fmt: skip
+    sides = set()
+    for seed in range(40):
+        try:
+            train, test = split_parallel(table, test_fraction=0.5, seed=seed)
+        except ValueError as error:  # all four ids fell on one side
+            assert "side empty" in str(error)
+            continue
+        _assert_disjoint(train, test)
+        held_out = set(_column(test, "parallel_id"))
+        assert held_out in ({"p1", "p2", "p3"}, {"p4"})
+        sides.add(frozenset(held_out))
+    assert len(sides) == 2  # both assignments happen: the hash, not the data, decides
+
+
+def test_split_with_one_component_names_the_empty_side():
+    table = Dataset.from_dict(
+        {"parallel_id": ["p", "p"], "language": ["en", "de"], "question": ["a", "b"], "answer": ["a", "b"]}
+    )
+    with pytest.raises(ValueError, match=r"left the (train|test) side empty.*1 component"):
+        split_parallel(table)
+
+
+def test_full_tatoeba_split_and_language_subsets_agree(shared_data):
+    """All 112 languages: disjoint, ~20% held out, and a language subset takes its rows from the same sides."""
+    train, test = split_tatoeba(shared_data / "tatoeba")
+    _assert_disjoint(train, test)
+    assert len(set(_column(test, "language"))) == len(set(_column(train, "language"))) == 113
+    assert 0.18 < len(test) / (len(train) + len(test)) < 0.22
+    # The documented case: "I have two cats." translates into 47 languages, all on one side.
+    cats = [side for side in (train, test) if "I have two cats." in set(_column(side, "question"))]
+    assert len(cats) == 1
+    assert sum(text == "I have two cats." for text in _column(cats[0], "question")) == 47
+    sub_train, sub_test = split_tatoeba(shared_data / "tatoeba", languages=["eng", "deu", "fra"])
+    assert set(_column(sub_train, "language")) == set(_column(sub_test, "language")) == {"eng", "deu", "fra"}
+    assert _rows(sub_train) <= _rows(train) and _rows(sub_test) <= _rows(test)
+
+
+def test_split_tatoeba_rejects_unknown_languages(shared_data):
+    with pytest.raises(ValueError, match=r"Tatoeba languages \['xxx'\] are not in"):
+        split_tatoeba(shared_data / "tatoeba", languages=["deu", "xxx"])
+
+
+def _toy_bitext() -> Dataset:
+    rows = [("afr-eng/0", "afr", "Ek het twee katte."), ("afr-eng/0", "eng", "I have two cats."),
+            ("deu-eng/0", "deu", "Ich habe zwei Katzen."), ("deu-eng/0", "eng", "I have two cats."),
+            ("deu-eng/1", "deu", "Hallo."), ("deu-eng/1", "eng", "Hello."),
+            ("deu-eng/2", "deu", "Tom."), ("deu-eng/2", "eng", "Tom.")]  # fmt: skip
+    return Dataset.from_dict(
+        {"parallel_id": [r[0] for r in rows], "language": [r[1] for r in rows],
+         "question": [r[2] for r in rows], "answer": [r[2] for r in rows]}
+    )  # fmt: skip
+
+
+def _relevant_texts(corpus) -> dict[str, set[str]]:
+    text = dict(zip(corpus.candidate_ids, corpus.candidate_texts))
+    return {
+        query: {text[c] for c in corpus.relevant[qid]}
+        for qid, query in zip(corpus.query_ids, corpus.query_texts)
+    }
+
+
+def test_tatoeba_retrieval_from_english_pools_every_translation():
+    corpus = tatoeba_retrieval(_toy_bitext(), direction="eng-x")
+    assert set(corpus.query_languages) == {"eng"} and set(corpus.candidate_languages) == {"afr", "deu"}
+    # "I have two cats." is one query (not two) with both translations relevant; "Tom." in German is a
+    # candidate equal to the query's text, and it is a translation of it.
+    assert _relevant_texts(corpus) == {
+        "I have two cats.": {"Ek het twee katte.", "Ich habe zwei Katzen."},
+        "Hello.": {"Hallo."},
+        "Tom.": {"Tom."},
+    }
+    assert set(corpus.query_ids).isdisjoint(corpus.candidate_ids)
+    assert corpus.query_parallel_ids[corpus.query_texts.index("I have two cats.")] == "afr-eng/0"
+
+
+def test_tatoeba_retrieval_to_english_queries_every_language():
+    corpus = tatoeba_retrieval(_toy_bitext(), direction="x-eng")
+    assert set(corpus.query_languages) == {"afr", "deu"} and set(corpus.candidate_languages) == {"eng"}
+    assert len(corpus.candidate_ids) == 3  # distinct English sentences
+    assert _relevant_texts(corpus)["Ek het twee katte."] == {"I have two cats."}
+    # Ids do not depend on the row order.
+    shuffled = tatoeba_retrieval(_toy_bitext().shuffle(seed=1), direction="x-eng")
+    assert shuffled.relevant == corpus.relevant and sorted(shuffled.query_ids) == sorted(corpus.query_ids)
+
+
+def test_tatoeba_retrieval_rejects_non_bitext_and_unknown_directions():
+    with pytest.raises(ValueError, match="needs bitext rows"):
+        tatoeba_retrieval(_toy_parallel())
+    with pytest.raises(ValueError, match="direction must be one of"):
+        tatoeba_retrieval(_toy_bitext(), direction="eng-eng")
+
+
+def test_tatoeba_held_out_corpus_counts(shared_data):
+    _, test = split_tatoeba(shared_data / "tatoeba", languages=FEW_TATOEBA)
+    from_english = tatoeba_retrieval(test, direction="eng-x")
+    to_english = tatoeba_retrieval(test, direction="x-eng")
+    assert set(from_english.candidate_languages) == set(FEW_TATOEBA)
+    assert (
+        len(from_english.candidate_ids)
+        == len(to_english.query_ids)
+        == len(
+            {
+                (lang, text)
+                for text, lang in zip(_column(test, "question"), _column(test, "language"))
+                if lang != "eng"
+            }
+        )
+    )
+    assert len(from_english.query_ids) == len(to_english.candidate_ids) == len({
+        text for text, lang in zip(_column(test, "question"), _column(test, "language")) if lang == "eng"
+    })  # fmt: skip
+    # Every English query has its translations in several languages at once: the mixed pool.
+    assert max(len(ids) for ids in from_english.relevant.values()) >= 3
