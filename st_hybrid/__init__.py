@@ -28,6 +28,9 @@ _EXPORTS = {
     "load_lareqa_retrieval": "data",
     "load_parallel": "data",
     "load_tatoeba": "data",
+    "split_parallel": "data",
+    "split_tatoeba": "data",
+    "tatoeba_retrieval": "data",
     "interpolate": "merge",
     "save_merged": "merge",
     "mine_hard_negatives": "mining",
@@ -36,7 +39,16 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .data import build_training_pairs, load_lareqa, load_lareqa_retrieval, load_parallel, load_tatoeba
+    from .data import (
+        build_training_pairs,
+        load_lareqa,
+        load_lareqa_retrieval,
+        load_parallel,
+        load_tatoeba,
+        split_parallel,
+        split_tatoeba,
+        tatoeba_retrieval,
+    )
     from .evaluation import LanguageAwareRetrievalEvaluator
     from .merge import interpolate, save_merged
     from .mining import mine_hard_negatives
