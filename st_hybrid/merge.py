@@ -54,6 +54,9 @@ MERGE_INFO_FILE = "st_hybrid_merge.json"
 _MAX_LISTED = 5
 # Saved provenance and dtype may differ between a base and its fine-tune without changing the architecture.
 _IGNORED_HF_CONFIG_KEYS = {"architectures", "transformers_version", "torch_dtype", "dtype", "name_or_path"}
+# Special-token ids are tokenizer bookkeeping, not architecture: transformers' Trainer aligns them with the
+# tokenizer when training starts, so a fine-tune can legitimately differ from its base here.
+_IGNORED_HF_CONFIG_SUFFIX = "_token_id"
 
 
 class ArchitectureMismatchError(ValueError):
@@ -113,7 +116,9 @@ def _hf_config(module: torch.nn.Module) -> dict[str, Any] | None:
     return {
         key: value
         for key, value in module.config.to_dict().items()
-        if key not in _IGNORED_HF_CONFIG_KEYS and not key.startswith("_")
+        if key not in _IGNORED_HF_CONFIG_KEYS
+        and not key.startswith("_")
+        and not key.endswith(_IGNORED_HF_CONFIG_SUFFIX)
     }
 
 

@@ -124,6 +124,17 @@ def test_mismatched_architecture_names_the_difference(tiny_model_path, tmp_path)
         interpolate(tiny_model_path, shallower, 0.5)
 
 
+def test_special_token_ids_aligned_by_the_trainer_are_not_architecture(tiny_model_path, tuned_path):
+    """transformers' Trainer aligns the config's special-token ids with the tokenizer when training starts
+    (the offline multilingual-e5-small: pad_token_id 0 -> 1): the fine-tune must still merge with its base."""
+    tuned = _load(tuned_path)
+    config = tuned[0].auto_model.config
+    config.pad_token_id, config.bos_token_id, config.eos_token_id = 7, 8, 9
+    merged = interpolate(tiny_model_path, tuned, 1.0)
+    for name, tensor in merged.state_dict().items():
+        torch.testing.assert_close(tensor, tuned.state_dict()[name], atol=0, rtol=0)
+
+
 def test_mismatched_module_config_and_stack(tiny_model_path):
     base = _load(tiny_model_path)
     cls_pooled = SentenceTransformer(
