@@ -387,9 +387,8 @@ def load_model(arguments: Arguments):
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(arguments.model.model)
-    if arguments.evaluation.eval_max_seq_length is None:
-        arguments.evaluation.eval_max_seq_length = model.max_seq_length
-    model.max_seq_length = arguments.evaluation.eval_max_seq_length
+    # None keeps the base model's own limit (the model's identity is part of every cache key already).
+    model.max_seq_length = arguments.evaluation.eval_max_seq_length or model.max_seq_length
     if arguments.model.freeze_embeddings:
         model[0].auto_model.get_input_embeddings().requires_grad_(False)
     return model

@@ -6,11 +6,11 @@ to ``--output`` and prints the main numbers.
 Usage:
     # zero-shot multilingual-e5-small, full XQuAD-R (offline copy of the model, see ../shared/tools)
     BASE_MODEL=$(../shared/tools/offline-model .venv/bin/python)
-    .venv/bin/python examples/evaluate.py --model $BASE_MODEL --data ../shared/data/xquad-r \\
+    .venv/bin/python examples/evaluate_model.py --model $BASE_MODEL --data ../shared/data/xquad-r \\
         --output results/zero-shot-e5-small
 
     # a quick subset
-    .venv/bin/python examples/evaluate.py --model $BASE_MODEL --languages en de ar --max-articles 5
+    .venv/bin/python examples/evaluate_model.py --model $BASE_MODEL --languages en de ar --max-articles 5
 """
 
 from __future__ import annotations
