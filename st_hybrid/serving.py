@@ -12,10 +12,10 @@ the same encoding:
 * :class:`PerLanguageIndex` - one index per candidate language; results merged by score (``"score"``,
   the same ranking as one shared exact index) or in equal shares per language (``"round_robin"``, the
   language-balanced workaround).
-* :func:`quantized_search` - int8 / binary corpus embeddings through sentence-transformers'
-  ``quantize_embeddings`` / ``semantic_search_faiss``, with float rescoring.
+* :class:`QuantizedIndex` / :func:`quantized_search` - int8 / binary corpus embeddings through
+  sentence-transformers' ``quantize_embeddings`` / ``semantic_search_faiss``, with float rescoring.
 * :func:`topk_ranks` - turns top-k lists into the ranks array of :mod:`st_hybrid.metrics`, so quality is
-  computed by the same code as the evaluator (mAP@k, nDCG@10, recall@k).
+  computed by the same code as the evaluator (mAP@k, nDCG@10, recall@k, rank distance@k).
 * :func:`index_nbytes`, :func:`measure_latency` - bytes of the serialized index, query latency p50/p95 (one
   query at a time) and QPS (batched).
 
@@ -46,6 +46,7 @@ __all__ = [
     "MERGE_STRATEGIES",
     "LatencyReport",
     "PerLanguageIndex",
+    "QuantizedIndex",
     "build_index",
     "index_nbytes",
     "measure_latency",
@@ -94,7 +95,8 @@ def build_index(
             so that training has the 39 points per centroid faiss asks for.
         nprobe: IVF cells visited per query.
         pq_m: Product-quantizer sub-vectors (must divide ``dim``); ``dim // 4`` by default.
-        pq_bits: Bits per sub-vector code.
+        pq_bits: Bits per sub-vector code; lowered to ``log2(n)`` for a pool too small to train
+            ``2 ** pq_bits`` centroids.
 
     Returns:
         A trained faiss index holding the embeddings (ids = row numbers).
@@ -118,6 +120,7 @@ def build_index(
             pq_m = pq_m or max(1, dim // 4)
             if dim % pq_m:
                 raise ValueError(f"pq_m={pq_m} must divide the embedding dimension {dim}.")
+            pq_bits = min(pq_bits, max(1, int(np.log2(n))))
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, pq_bits, faiss.METRIC_INNER_PRODUCT)
         index.train(embeddings)
         index.nprobe = min(nprobe, nlist)
@@ -212,6 +215,93 @@ class PerLanguageIndex:
         return sum(index_nbytes(index) for index in self.indexes.values())
 
 
+class QuantizedIndex:
+    """A faiss index over int8 (``"int8"``) or binary (``"binary"``) corpus embeddings, rescored in float.
+
+    Built once and searched many times (so that latency excludes building), through sentence-transformers'
+    ``quantize_embeddings`` and ``semantic_search_faiss`` as its users would: a first stage over the
+    quantized corpus with a quantized query (inner product of uint8 codes, or Hamming distance of bits),
+    then ``k * rescore_multiplier`` candidates rescored with the float query against the de-quantized
+    (int8) or unpacked (binary) corpus rows. The uint8 first stage ranks by the inner product of
+    range-shifted codes, which is not the cosine order; the ``sq8`` index of :func:`build_index` scores the
+    float query against 8-bit codes instead.
+
+    Args:
+        corpus_embeddings: ``(n, dim)`` float corpus embeddings.
+        precision: ``"int8"`` or ``"binary"``.
+        rescore_multiplier: Candidates rescored per result.
+        calibration_embeddings: Rows the int8 ranges (per-dimension min / max) come from; the corpus by default.
+
+    Usage:
+        >>> import numpy as np
+        >>> corpus = np.random.default_rng(0).standard_normal((50, 16)).astype("float32")
+        >>> index = QuantizedIndex(corpus, "binary")
+        >>> index.search(corpus[:2], k=3)[1].shape
+        (2, 3)
+    """
+
+    PRECISIONS = {"int8": "uint8", "binary": "ubinary"}  # the faiss-searchable encodings of each
+
+    def __init__(
+        self,
+        corpus_embeddings: np.ndarray,
+        precision: str,
+        *,
+        rescore_multiplier: int = 4,
+        calibration_embeddings: np.ndarray | None = None,
+    ) -> None:
+        from sentence_transformers.util.quantization import quantize_embeddings
+
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"Unknown precision {precision!r}; choose one of {sorted(self.PRECISIONS)}.")
+        corpus_embeddings = _as_float32(corpus_embeddings)
+        calibration = (
+            corpus_embeddings if calibration_embeddings is None else _as_float32(calibration_embeddings)
+        )
+        self.precision = precision
+        self.rescore_multiplier = rescore_multiplier
+        # The same ranges quantize the corpus, the queries and de-quantize the rescored rows.
+        self.ranges = np.vstack([calibration.min(axis=0), calibration.max(axis=0)])
+        self.codes = quantize_embeddings(corpus_embeddings, self.PRECISIONS[precision], ranges=self.ranges)
+        dim = self.codes.shape[1]
+        self.index = faiss.IndexFlatIP(dim) if precision == "int8" else faiss.IndexBinaryFlat(dim * 8)
+        self.index.add(self.codes)
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: np.ndarray, k: int, chunk_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)`` of the rescored top ``k`` per query (padded with -inf / -1).
+
+        Queries go ``chunk_size`` at a time: rescoring materializes ``k * rescore_multiplier`` de-quantized
+        rows per query (as int64 / float64), which for a whole benchmark at once would not fit in memory.
+        """
+        from sentence_transformers.util.quantization import semantic_search_faiss
+
+        queries = _as_float32(queries)
+        scores = np.full((len(queries), k), -np.inf)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for start in range(0, len(queries), chunk_size):
+            results, _ = semantic_search_faiss(
+                queries[start : start + chunk_size],
+                corpus_index=self.index,
+                corpus_precision=self.PRECISIONS[self.precision],
+                top_k=k,
+                ranges=self.ranges,
+                rescore=True,
+                rescore_multiplier=self.rescore_multiplier,
+            )
+            for row, hits in enumerate(results, start=start):
+                ids[row, : len(hits)] = [hit["corpus_id"] for hit in hits]
+                scores[row, : len(hits)] = [hit["score"] for hit in hits]
+        return scores, ids
+
+    def nbytes(self) -> int:
+        """Bytes of the quantized corpus matrix (what the first stage holds in memory)."""
+        return int(self.codes.nbytes)
+
+
 def quantized_search(
     corpus_embeddings: np.ndarray,
     queries: np.ndarray,
@@ -221,44 +311,20 @@ def quantized_search(
     rescore_multiplier: int = 4,
     calibration_embeddings: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Top-k search over int8 (``"int8"``) or binary (``"binary"``) corpus embeddings, rescored in float.
-
-    Uses sentence-transformers' ``quantize_embeddings`` and ``semantic_search_faiss`` as its users would:
-    a first stage over the quantized corpus with a quantized query (inner product of uint8 codes, or
-    Hamming distance of bits), then ``k * rescore_multiplier`` candidates rescored with the float query
-    against the de-quantized (int8) or unpacked (binary) corpus rows. The uint8 first stage ranks by the
-    inner product of range-shifted codes, which is not the cosine order; the ``sq8`` index of
-    :func:`build_index` scores the float query against 8-bit codes instead.
+    """One-off top-k search over int8 or binary corpus embeddings with float rescoring (see :class:`QuantizedIndex`).
 
     Returns:
         ``(scores, ids, corpus_bytes)``: the top-k lists (padded with -1 / -inf) and the bytes of the
         quantized corpus matrix.
     """
-    from sentence_transformers.util.quantization import quantize_embeddings, semantic_search_faiss
-
-    precisions = {"int8": "uint8", "binary": "ubinary"}  # the faiss-searchable encodings of each
-    if precision not in precisions:
-        raise ValueError(f"Unknown precision {precision!r}; choose one of {sorted(precisions)}.")
-    corpus_embeddings = _as_float32(corpus_embeddings)
-    calibration = corpus_embeddings if calibration_embeddings is None else calibration_embeddings
-    quantized = quantize_embeddings(
-        corpus_embeddings, precisions[precision], calibration_embeddings=calibration
-    )
-    results, _ = semantic_search_faiss(
-        _as_float32(queries),
-        corpus_embeddings=quantized,
-        corpus_precision=precisions[precision],
-        top_k=k,
-        calibration_embeddings=calibration,
-        rescore=True,
+    index = QuantizedIndex(
+        corpus_embeddings,
+        precision,
         rescore_multiplier=rescore_multiplier,
+        calibration_embeddings=calibration_embeddings,
     )
-    scores = np.full((len(results), k), -np.inf)
-    ids = np.full((len(results), k), -1, dtype=np.int64)
-    for row, hits in enumerate(results):
-        ids[row, : len(hits)] = [hit["corpus_id"] for hit in hits]
-        scores[row, : len(hits)] = [hit["score"] for hit in hits]
-    return scores, ids, int(quantized.nbytes)
+    scores, ids = index.search(queries, k)
+    return scores, ids, index.nbytes()
 
 
 def topk_ranks(ids: np.ndarray, relevant: Sequence[Sequence[int]]) -> np.ndarray:
@@ -285,12 +351,20 @@ def topk_ranks(ids: np.ndarray, relevant: Sequence[Sequence[int]]) -> np.ndarray
 
 
 def topk_quality(ids: np.ndarray, relevant: Sequence[Sequence[int]], k: int) -> dict[str, float]:
-    """Mean mAP@k, nDCG@10 and recall@k of top-k lists (queries without relevant candidates skipped)."""
+    """Mean mAP@k, nDCG@10, recall@k and rank distance@k of top-k lists (queries without relevant
+    candidates skipped).
+
+    ``rank_distance@k`` is LAReQA's rank distance (worst minus best rank of a query's relevant candidates)
+    with every relevant candidate outside the list counted at rank ``k + 1``: bounded by ``k``, comparable
+    between setups searched at the same depth, never larger than the full-depth rank distance.
+    """
     ranks = topk_ranks(ids, relevant)
+    capped = np.where(np.isfinite(ranks), np.minimum(ranks, k + 1), np.inf)
     return {
         f"map@{k}": float(np.nanmean(metrics.average_precision(ranks))),
         "ndcg@10": float(np.nanmean(metrics.ndcg_at_k(ranks, 10))),
         f"recall@{k}": float(np.nanmean(metrics.recall_at_k(ranks, k))),
+        f"rank_distance@{k}": float(np.nanmean(metrics.rank_distance(capped))),
     }
 
 

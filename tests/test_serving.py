@@ -8,6 +8,7 @@ import pytest
 from st_hybrid import metrics
 from st_hybrid.serving import (
     PerLanguageIndex,
+    QuantizedIndex,
     build_index,
     index_nbytes,
     measure_latency,
@@ -154,3 +155,40 @@ def test_per_language_index_with_a_pool_smaller_than_k():
         assert (np.sort(np.unique(languages[ids[0]])) == ["de", "en"]).all()
     _, shared_ids = search(build_index(corpus, "flat"), queries, k=30)
     np.testing.assert_array_equal(PerLanguageIndex(corpus, languages).search(queries, k=30)[1], shared_ids)
+
+
+@pytest.mark.parametrize("precision", ["int8", "binary"])
+def test_quantized_index_built_once_searches_like_the_one_off_search(precision):
+    corpus, queries = _unit(300, 32, 0), _unit(12, 32, 1)
+    index = QuantizedIndex(corpus, precision)
+    scores, ids = index.search(queries, k=5)
+    one_off_scores, one_off_ids, nbytes = quantized_search(corpus, queries, precision, k=5)
+    np.testing.assert_array_equal(ids, one_off_ids)
+    np.testing.assert_allclose(scores, one_off_scores)
+    assert nbytes == index.nbytes() and index.ntotal == 300
+    # One query at a time (as the latency harness searches) or in chunks gives the rows of the batched search.
+    for row in range(3):
+        np.testing.assert_array_equal(index.search(queries[row : row + 1], k=5)[1][0], ids[row])
+    np.testing.assert_array_equal(index.search(queries, k=5, chunk_size=5)[1], ids)
+
+
+def test_topk_rank_distance_counts_a_missing_candidate_at_depth_plus_one():
+    ids = np.array([[3, 1, 7], [5, 9, 6]])
+    relevant = [[1, 9], [9, 6]]
+    # query 1: rank 2 and missing (counted at 4) -> 2; query 2: ranks 2 and 3 -> 1
+    assert topk_quality(ids, relevant, k=3)["rank_distance@3"] == pytest.approx(1.5)
+
+
+def test_topk_rank_distance_equals_the_full_rank_distance_when_every_relevant_is_listed():
+    rng = np.random.default_rng(0)
+    scores = rng.random((8, 30))
+    relevant = [rng.choice(30, size=3, replace=False).tolist() for _ in range(8)]
+    full = metrics.rank_distance(metrics.relevant_ranks_from_scores(scores, relevant))
+    quality = topk_quality(np.argsort(-scores, axis=1), relevant, k=30)
+    assert quality["rank_distance@30"] == pytest.approx(float(np.mean(full)))
+
+
+def test_ivf_pq_on_a_pool_smaller_than_its_codebook_lowers_the_code_bits():
+    corpus = _unit(100, 16, 0)  # 100 points cannot train 2**8 centroids per sub-quantizer
+    index = build_index(corpus, "ivf_pq", pq_m=4)
+    assert index.pq.nbits == 6 and index.ntotal == 100
