@@ -27,6 +27,7 @@ import functools
 import logging
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +36,8 @@ import train  # noqa: E402  (examples/train.py, the single-run entry point)
 from st_hybrid.io import cached_json, content_hash, path_fingerprint, write_json, write_text  # noqa: E402
 
 COLUMNS = ("mono_map", "cross_map", "multi_map", "rank_distance")
+# What run_cells keeps of each run's results.json besides its evaluation.
+RUN_FACTS = ("train_pairs", "train_languages", "global_step", "train_loss", "train_seconds")
 
 
 def _csv(kind):
@@ -74,33 +77,103 @@ def _overrides(args, **cell) -> dict:
     return {**overrides, **cell}
 
 
-def run_grid(args) -> dict:
-    base = train.parse_args(["--config", args.config], overrides=_overrides(args))
-    root = base.output_dir
+@dataclass(frozen=True)
+class Cell:
+    """One training run of a grid: its row label, its config overrides and the merge ratios to evaluate.
+
+    Runs sharing a label (e.g. the seeds of one setting) are one row of the table, one report per run.
+    """
+
+    label: str
+    overrides: dict
+    merge_ratios: tuple[float, ...] = ()
+
+
+def run_cells(parse, cells, on_cell=None) -> dict:
+    """Evaluate the base model (zero-shot) and train and evaluate every cell, each cached and resumable.
+
+    Args:
+        parse: ``overrides -> train.Arguments``; ``parse({})`` is the base run (model, data, evaluation,
+            ``output_dir``: the grid's root, where ``zero_shot/`` goes).
+        cells: :class:`Cell` objects, run in order; a cell whose inputs are unchanged is read back.
+        on_cell: Called with the grid so far (the dict returned below) after the zero-shot evaluation and
+            after each cell, to write partial tables as cells land.
+
+    Returns:
+        ``config`` (the base options), ``eval_pool`` (the pool in words), ``reports`` ({row label: [evaluation
+        report per run]}: ``"zero-shot"``, every cell label and every merge, ``"<label> r=<ratio>"``), ``runs``
+        ({cell label: [:data:`RUN_FACTS` of each run]}) and ``trained`` (the cell labels trained by this call,
+        one per run; the others were read back).
+    """
+    base = parse({})
     evaluator = train.build_evaluator(base)
-    base_model = train.load_model(base)
-    zero_shot_inputs = train.evaluation_inputs(base, base.model.model)
-    zero_shot = train.cached_evaluation(evaluator, base_model, root / "zero_shot", zero_shot_inputs)
+    base_model = functools.cache(lambda: train.load_model(base))  # not loaded when every result is cached
+    zero_shot = cached_json(
+        base.output_dir / "zero_shot" / f"{evaluator.name}_metrics.json",
+        train.evaluation_inputs(base, base.model.model),
+        lambda: train.evaluate_into(evaluator, base_model(), base.output_dir / "zero_shot"),
+        f"zero-shot evaluation of {base.model.model}",
+    )
+    reports, runs, trained = {"zero-shot": [zero_shot]}, {}, []
+    grid = {
+        "config": base.options(),
+        "eval_pool": train.describe_pool(base, zero_shot),
+        "reports": reports,
+        "runs": runs,
+        "trained": trained,
+    }
+    if on_cell:
+        on_cell(grid)
+    for cell in cells:
+        arguments = parse(cell.overrides)
+        if not (arguments.output_dir / "model" / "modules.json").exists():  # unfinished, or its model deleted
+            (arguments.output_dir / "results.json").unlink(missing_ok=True)
+
+        def compute(arguments=arguments, label=cell.label):
+            trained.append(label)
+            return _train(arguments)
+
+        results = cached_json(
+            arguments.output_dir / "results.json",
+            train.run_inputs(arguments),
+            compute,
+            f"grid cell {cell.label} ({arguments.output_dir})",
+        )
+        reports.setdefault(cell.label, []).append(results["after"])
+        runs.setdefault(cell.label, []).append(
+            {key: results.get(key) for key in RUN_FACTS} | {"output_dir": str(arguments.output_dir)}
+        )
+        for ratio in cell.merge_ratios:
+            report = _merged_evaluation(arguments, base_model, evaluator, ratio)
+            reports.setdefault(f"{cell.label} r={ratio:g}", []).append(report)
+        if on_cell:
+            on_cell(grid)
+    return grid
+
+
+def metric_rows(reports: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The headline metrics of every report, per row (the input of :func:`summarize`)."""
+    return {label: [report["metrics"] for report in runs] for label, runs in reports.items()}
+
+
+def run_grid(args) -> dict:
+    def parse(cell_overrides: dict):
+        return train.parse_args(["--config", args.config], overrides=_overrides(args, **cell_overrides))
+
+    base = parse({})
     all_languages = sorted(set(train.build_pairs(base)["query_language"]))
 
-    rows = {"zero-shot": [zero_shot["metrics"]]}
-    for label, cell_overrides in _grid(base, args, all_languages):
-        cell = train.parse_args(["--config", args.config], overrides=_overrides(args, **cell_overrides))
-        if not (cell.output_dir / "model" / "modules.json").exists():  # unfinished, or its model deleted
-            (cell.output_dir / "results.json").unlink(missing_ok=True)
-        inputs = train.run_inputs(cell)
-        train_cell = functools.partial(_train, cell)
-        results = cached_json(cell.output_dir / "results.json", inputs, train_cell, f"grid cell {label}")
-        rows.setdefault(label, []).append(results["after"]["metrics"])
-        for ratio in args.merge_ratios:
-            report = _merged_evaluation(cell, inputs, base_model, evaluator, ratio)
-            rows.setdefault(f"{label} r={ratio:g}", []).append(report["metrics"])
+    def write_partial(grid: dict) -> None:
+        table = markdown_table(summarize(metric_rows(grid["reports"])), base.evaluation.eval_name)
+        write_text(base.output_dir / "comparison.md", f"Partial: the grid is still running.\n\n{table}\n")
+
+    grid = run_cells(parse, _grid(base, args, all_languages), on_cell=write_partial)
     return {
-        "config": base.options(),
+        "config": grid["config"],
         "seeds": args.seeds,
         "merge_ratios": args.merge_ratios,
-        "eval_pool": train.describe_pool(base, zero_shot),
-        "rows": rows,
+        "eval_pool": grid["eval_pool"],
+        "rows": metric_rows(grid["reports"]),
     }
 
 
@@ -110,8 +183,11 @@ def _train(cell) -> dict:
     return train.run(cell)
 
 
-def _merged_evaluation(cell, cell_inputs: dict, base_model, evaluator, ratio: float) -> dict:
-    """Evaluate ``(1 - ratio) * base + ratio * trained`` (cached while the trained model is unchanged)."""
+def _merged_evaluation(cell, base_model, evaluator, ratio: float) -> dict:
+    """Evaluate ``(1 - ratio) * base + ratio * trained`` (cached while the trained model is unchanged).
+
+    ``base_model`` is a callable returning the loaded base model (loaded only when a merge is computed).
+    """
     from st_hybrid.merge import interpolate
 
     model_dir = cell.output_dir / "model"
@@ -125,13 +201,13 @@ def _merged_evaluation(cell, cell_inputs: dict, base_model, evaluator, ratio: fl
     return cached_json(
         folder / f"{evaluator.name}_metrics.json",
         inputs,
-        lambda: train.evaluate_into(evaluator, interpolate(base_model, model_dir, ratio), folder),
+        lambda: train.evaluate_into(evaluator, interpolate(base_model(), model_dir, ratio), folder),
         f"merge r={ratio:g} of {cell.output_dir}",
     )
 
 
 def _grid(base, args, all_languages):
-    """(row label, config overrides) per cell: strategy x alpha x language count x seed."""
+    """A :class:`Cell` per strategy x alpha x language count x seed."""
     alphas = args.alphas or [base.batches.alpha]
     counts = args.language_counts or [None]
     for strategy in args.strategies:
@@ -144,17 +220,15 @@ def _grid(base, args, all_languages):
                     label += f" L={count}"
                 for seed in args.seeds:
                     folder = base.output_dir / label.replace(" ", "_").replace("=", "") / f"seed{seed}"
-                    yield (
-                        label,
-                        {
-                            "strategy": strategy,
-                            "alpha": alpha,
-                            "seed": seed,
-                            "train_languages": all_languages[:count] if count else base.data.train_languages,
-                            "evaluate_before": False,
-                            "output_dir": str(folder),
-                        },
-                    )
+                    overrides = {
+                        "strategy": strategy,
+                        "alpha": alpha,
+                        "seed": seed,
+                        "train_languages": all_languages[:count] if count else base.data.train_languages,
+                        "evaluate_before": False,
+                        "output_dir": str(folder),
+                    }
+                    yield Cell(label, overrides, tuple(args.merge_ratios))
 
 
 def summarize(rows: dict) -> dict:
@@ -191,29 +265,41 @@ def _split(label: str) -> tuple[str, str]:
     return head, f" r={ratio}" if ratio else ""
 
 
+def exceeds_spread(a: dict, b: dict) -> bool:
+    """Whether two rows' means differ by more than their seed standard deviations added.
+
+    A rough but honest bar for 3 seeds. At least one row needs several seeds; a row of one run (the
+    zero-shot model: a deterministic evaluation) adds no spread.
+    """
+    return abs(a["mean"] - b["mean"]) > a["std"] + b["std"] and max(a["n"], b["n"]) > 1
+
+
+def compare(summary: dict, pairs: list[tuple[str, str]]) -> str:
+    """A markdown table of ``left - right`` per metric for each pair of rows; ``**`` marks :func:`exceeds_spread`."""
+    lines = ["| comparison | mono mAP | cross mAP | multi mAP | rank distance |", "|---|---|---|---|---|"]
+    for left, right in pairs:
+        cells = []
+        for metric in COLUMNS:
+            a, b = summary[left][metric], summary[right][metric]
+            digits = 1 if metric == "rank_distance" else 4
+            cells.append(f"{a['mean'] - b['mean']:+.{digits}f}" + (" **" if exceeds_spread(a, b) else ""))
+        lines.append(f"| {left} − {right} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def differences(summary: dict, reference: str = "hybrid") -> str:
     """Each row against the zero-shot model, and the reference strategy against the others at the same merge ratio.
 
     A difference counts as real ("**") only when it exceeds the sum of both rows' seed standard
-    deviations: a rough but honest bar for 3 seeds.
+    deviations (:func:`exceeds_spread`).
     """
     trained = [label for label in summary if label != "zero-shot"]
-    lines = ["| comparison | mono mAP | cross mAP | multi mAP | rank distance |", "|---|---|---|---|---|"]
     pairs = [(label, "zero-shot") for label in trained]
     for label in trained:
         head, suffix = _split(label)
         if head != reference and reference + suffix in summary:
             pairs.append((reference + suffix, label))
-    for left, right in pairs:
-        cells = []
-        for metric in COLUMNS:
-            a, b = summary[left][metric], summary[right][metric]
-            diff = a["mean"] - b["mean"]
-            real = abs(diff) > a["std"] + b["std"] and a["n"] > 1
-            digits = 1 if metric == "rank_distance" else 4
-            cells.append(f"{diff:+.{digits}f}" + (" **" if real else ""))
-        lines.append(f"| {left} − {right} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return compare(summary, pairs)
 
 
 # Pareto fronts: mono mAP (higher is better) against a second metric and its direction.
