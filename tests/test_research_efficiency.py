@@ -51,7 +51,7 @@ def tiny_run(tiny_model_path, shared_data, tmp_path_factory):
                 "throughput_texts": 8,
                 "throughput_batch_size": 4,
                 "throughput_repeats": 1,
-                "backends": ["torch-fp32", "torch-int8", "onnx"],
+                "backends": ["torch-fp32", "torch-bf16", "torch-int8", "onnx"],
                 "backend_quality_max_articles": 1,
                 "output_dir": str(root / "out"),
                 "doc": str(root / "docs" / "efficiency.md"),

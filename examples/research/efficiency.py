@@ -96,7 +96,7 @@ class Settings:
     latency_batch_queries: int = 2000
     latency_repeats: int = 3
     scale_model: str = "hybrid"
-    scale_copies: int = 10
+    scale_copies: int = 5
     scale_noise: float = 0.02
     scale_setups: list[str] = field(
         default_factory=lambda: [
