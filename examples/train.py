@@ -41,11 +41,23 @@ import yaml
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 
+from st_hybrid.data import is_tatoeba_folder
 from st_hybrid.io import cached_json, changed_inputs, path_fingerprint, write_json
 from st_hybrid.sampler import LANGUAGE_WEIGHTINGS, STRATEGIES
 
 logger = logging.getLogger("st_hybrid.train")
 
+TATOEBA_SPLITS = ("all", "train")
+TATOEBA_DIRECTIONS = ("eng-x", "x-eng")
+# Options added after runs were cached: left out of a run's inputs at their defaults, so older caches stay valid.
+_NEW_OPTION_DEFAULTS = {
+    "tatoeba_split": "all",
+    "tatoeba_test_fraction": 0.2,
+    "tatoeba_split_seed": 0,
+    "single_source": False,
+    "eval_tatoeba_direction": "eng-x",
+    "eval_max_per_language": None,
+}
 HEADLINE_METRICS = ("mono_map", "cross_map", "multi_map", "rank_distance", "multi_ndcg@10", "multi_recall@10")
 LOSSES = ("mnrl", "cached_mnrl")
 
@@ -113,6 +125,24 @@ class DataArguments:
         default=2, metadata={"help": "Cross-lingual partners per pair (YAML null: every language pair)."}
     )
     max_train_pairs: int | None = None
+    tatoeba_split: str = field(
+        default="all",
+        metadata={
+            "help": "A Tatoeba folder in train_data trains on: 'all' its lines, or 'train' the train side of "
+            "st_hybrid.data.split_tatoeba (the held-out side stays an evaluation pool: eval_data the same folder)."
+        },
+    )
+    tatoeba_test_fraction: float = field(
+        default=0.2, metadata={"help": "Held-out share of the Tatoeba split (training and evaluation)."}
+    )
+    tatoeba_split_seed: int = field(default=0, metadata={"help": "Seed of the Tatoeba split."})
+    single_source: bool = field(
+        default=False,
+        metadata={
+            "help": "Treat every train_data dataset as one source: hybrid then gives alpha of all steps to "
+            "mono batches, instead of sharing steps between datasets by their sizes first."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.train_data = _as_list(self.train_data)
@@ -121,6 +151,14 @@ class DataArguments:
             raise ValueError("train_data is empty: give at least one dataset.")
         if self.cross_partners is not None and self.cross_partners < 1:
             raise ValueError(f"cross_partners must be >= 1 or null (every pair), got {self.cross_partners}.")
+        if self.tatoeba_split not in TATOEBA_SPLITS:
+            raise ValueError(
+                f"tatoeba_split must be one of {list(TATOEBA_SPLITS)}, got {self.tatoeba_split!r}."
+            )
+        if not 0 < self.tatoeba_test_fraction < 1:
+            raise ValueError(
+                f"tatoeba_test_fraction must be strictly between 0 and 1, got {self.tatoeba_test_fraction}."
+            )
 
 
 @dataclass
@@ -172,6 +210,16 @@ class EvaluationArguments:
     eval_name: str = "xquad-r"
     eval_languages: list[str] | None = None
     eval_max_articles: int | None = field(default=None, metadata={"help": "A subset: the first N articles."})
+    eval_tatoeba_direction: str = field(
+        default="eng-x",
+        metadata={
+            "help": "With eval_data a Tatoeba folder (its held-out side): eng-x (English queries, a pool of "
+            "every other language) or x-eng."
+        },
+    )
+    eval_max_per_language: int | None = field(
+        default=None, metadata={"help": "Tatoeba eval_data: a subset, at most N held-out pairs per language."}
+    )
     eval_batch_size: int = 64
     eval_max_seq_length: int | None = field(
         default=None,
@@ -189,6 +237,12 @@ class EvaluationArguments:
             raise ValueError(f"eval_max_seq_length must be >= 1, got {self.eval_max_seq_length}.")
         if self.eval_max_articles is not None and self.eval_max_articles < 1:
             raise ValueError(f"eval_max_articles must be >= 1, got {self.eval_max_articles}.")
+        if self.eval_tatoeba_direction not in TATOEBA_DIRECTIONS:
+            raise ValueError(
+                f"eval_tatoeba_direction must be one of {list(TATOEBA_DIRECTIONS)}, got {self.eval_tatoeba_direction!r}."
+            )
+        if self.eval_max_per_language is not None and self.eval_max_per_language < 1:
+            raise ValueError(f"eval_max_per_language must be >= 1, got {self.eval_max_per_language}.")
 
 
 @dataclass
@@ -409,12 +463,28 @@ def build_pairs(arguments: Arguments):
     """Training pairs from every source; a requested language that no source holds is an error."""
     from datasets import concatenate_datasets
 
-    from st_hybrid.data import build_training_pairs, load_parallel
+    from st_hybrid.data import build_training_pairs
 
     data, seed = arguments.data, arguments.training.seed
-    tables = [load_parallel(source, languages=data.train_languages) for source in data.train_data]
+    if data.tatoeba_split != "all" and not any(is_tatoeba_folder(source) for source in data.train_data):
+        raise SystemExit(
+            f"tatoeba_split={data.tatoeba_split!r} applies to a Tatoeba folder in train_data, and "
+            f"{data.train_data} has none: add one (e.g. ../shared/data/tatoeba) or drop tatoeba_split."
+        )
+    tables = [table for source in data.train_data if (table := _training_table(source, data)) is not None]
+    if not tables:
+        raise SystemExit(
+            f"None of the train_data {data.train_data} holds any of the train_languages {data.train_languages}."
+        )
     pairs = [build_training_pairs(t, cross_partners=data.cross_partners, seed=seed) for t in tables]
+    if (
+        len({"answer_id" in p.column_names for p in pairs}) > 1
+    ):  # e.g. MLQA-R (answer ids) with Tatoeba (none)
+        pairs = [p if "answer_id" in p.column_names else _with_answer_id(p) for p in pairs]
     pairs = concatenate_datasets(pairs) if len(pairs) > 1 else pairs[0]
+    if data.single_source:
+        name = "+".join(dict.fromkeys(pairs.unique("source")))
+        pairs = pairs.map(lambda batch: {"source": [name] * len(batch["source"])}, batched=True)
     found = set(pairs["query_language"]) | set(pairs["passage_language"])
     missing = sorted(set(data.train_languages or []) - found)
     if missing:
@@ -427,12 +497,67 @@ def build_pairs(arguments: Arguments):
     return pairs
 
 
+def _with_answer_id(pairs):
+    """An ``answer_id`` per (source, parallel id, passage language): it links only rows their id links already."""
+    return pairs.map(
+        lambda batch: {
+            "answer_id": [
+                f"{source}/{pid}/{language}"
+                for source, pid, language in zip(
+                    batch["source"], batch["parallel_id"], batch["passage_language"], strict=True
+                )
+            ]
+        },
+        batched=True,
+    )
+
+
+def _training_table(source: str, data: DataArguments):
+    """One source's parallel table: the train_languages it holds (None if none), Tatoeba's train side if asked.
+
+    ``train_languages`` may mix sources with their own codes (MLQA-R ``en``, Tatoeba ``eng``): each source
+    keeps the languages it has; :func:`build_pairs` checks that every language was found somewhere.
+    """
+    from st_hybrid.data import available_languages, load_parallel, split_tatoeba
+
+    languages = data.train_languages
+    available = available_languages(source)
+    if languages is not None and available is not None:
+        languages = [language for language in languages if language in available]
+        if not [language for language in languages if not (is_tatoeba_folder(source) and language == "eng")]:
+            return None  # (a Tatoeba folder's English pairs with the languages asked for, never alone)
+    if is_tatoeba_folder(source) and data.tatoeba_split == "train":
+        train, _ = split_tatoeba(
+            source,
+            languages=languages,
+            test_fraction=data.tatoeba_test_fraction,
+            seed=data.tatoeba_split_seed,
+        )
+        return train
+    return load_parallel(source, languages=languages)
+
+
 def build_evaluator(arguments: Arguments):
     evaluation = arguments.evaluation
     if not evaluation.eval_data:
         return None
     from st_hybrid.evaluation import LanguageAwareRetrievalEvaluator
 
+    if is_tatoeba_folder(evaluation.eval_data):  # its held-out side, the pool a Tatoeba training never sees
+        data = arguments.data
+        return LanguageAwareRetrievalEvaluator.from_tatoeba(
+            evaluation.eval_data,
+            direction=evaluation.eval_tatoeba_direction,
+            languages=evaluation.eval_languages,
+            max_per_language=evaluation.eval_max_per_language,
+            test_fraction=data.tatoeba_test_fraction,
+            split_seed=data.tatoeba_split_seed,
+            name=evaluation.eval_name,
+            query_prompt=arguments.model.query_prompt,
+            corpus_prompt=arguments.model.passage_prompt,
+            batch_size=evaluation.eval_batch_size,
+            mrr_at_k=(1, 10),
+        )
     return LanguageAwareRetrievalEvaluator.from_lareqa(
         evaluation.eval_data,
         languages=evaluation.eval_languages,
@@ -484,7 +609,7 @@ def resume_record(arguments: Arguments) -> dict[str, Any]:
 def evaluation_inputs(arguments: Arguments, model_name_or_path: str | os.PathLike) -> dict[str, Any]:
     """Everything an evaluation of ``model_name_or_path`` depends on: the key of its cached result."""
     evaluation = arguments.evaluation
-    return {
+    inputs = {
         "model": path_fingerprint(model_name_or_path),
         "max_seq_length": arguments.evaluation.eval_max_seq_length,
         "prompts": [arguments.model.query_prompt, arguments.model.passage_prompt],
@@ -493,6 +618,16 @@ def evaluation_inputs(arguments: Arguments, model_name_or_path: str | os.PathLik
         "eval_languages": evaluation.eval_languages,
         "eval_max_articles": evaluation.eval_max_articles,
     }
+    if evaluation.eval_data and is_tatoeba_folder(evaluation.eval_data):
+        # The held-out side depends on the split (keys for Tatoeba only: older caches stay valid).
+        data = arguments.data
+        inputs["tatoeba"] = {
+            "direction": evaluation.eval_tatoeba_direction,
+            "max_per_language": evaluation.eval_max_per_language,
+            "test_fraction": data.tatoeba_test_fraction,
+            "split_seed": data.tatoeba_split_seed,
+        }
+    return inputs
 
 
 # Training arguments that change where and how a run reports or which process reads them, not what it computes.
@@ -515,6 +650,9 @@ def run_inputs(arguments: Arguments) -> dict[str, Any]:
     options = arguments.options()
     for key in ("output_dir", "resume", "overwrite", "merge_ratio"):
         options.pop(key)
+    for key, default in _NEW_OPTION_DEFAULTS.items():
+        if options.get(key) == default:
+            options.pop(key)
     training = arguments.training.to_dict()
     return {
         "options": options,
@@ -673,6 +811,10 @@ def describe_pool(arguments: Arguments, report: dict | None) -> str | None:
     """The evaluation pool in words: how many queries, candidates and languages, and whether a subset."""
     if not report:
         return None
+    if (report.get("pool") or {}).get(
+        "description"
+    ):  # e.g. the Tatoeba held-out pool, named by the evaluator
+        return report["pool"]["description"]
     subset = arguments.evaluation.eval_max_articles
     return (
         f"{report['num_queries']} queries x {report['num_candidates']} candidates, {len(report['languages'])} "

@@ -42,7 +42,9 @@ __all__ = [
     "PARALLEL_COLUMNS",
     "RetrievalCorpus",
     "TATOEBA_DIRECTIONS",
+    "available_languages",
     "build_training_pairs",
+    "is_tatoeba_folder",
     "load_lareqa",
     "load_lareqa_retrieval",
     "load_parallel",
@@ -220,6 +222,38 @@ def load_lareqa(
     return Dataset.from_dict(rows)
 
 
+def is_tatoeba_folder(source: str | Path | Dataset) -> bool:
+    """Whether ``source`` is a folder of LASER Tatoeba files (``tatoeba.xxx-eng.{xxx,eng}``)."""
+    if isinstance(source, Dataset):
+        return False
+    path = Path(source)
+    return path.is_dir() and any(path.glob("tatoeba.*-eng.eng"))
+
+
+def available_languages(source: str | Path | Dataset) -> list[str] | None:
+    """The language codes a training source holds, read from its file names; None when only loading tells.
+
+    A Tatoeba folder holds its languages paired with English plus ``"eng"``; a LAReQA folder one
+    ``<language>.json`` per language; a LAReQA ``.json`` file the language of its name. Other sources
+    (data files, Hub ids, datasets) return None.
+
+    Usage:
+        >>> from st_hybrid.data import available_languages
+        >>> available_languages("../shared/data/mlqa-r")  # doctest: +SKIP
+        ['ar', 'de', 'en', 'es', 'hi', 'vi', 'zh']
+    """
+    if is_tatoeba_folder(source):
+        return sorted({*_tatoeba_languages(Path(source), None), "eng"})
+    if isinstance(source, Dataset):
+        return None
+    path = Path(source)
+    if path.is_dir() and any(path.glob("*.json")):
+        return sorted(_lareqa_files(path, None))
+    if path.is_file() and path.suffix == ".json":
+        return [path.stem]
+    return None
+
+
 def _tatoeba_languages(path: Path, languages: Sequence[str] | None) -> list[str]:
     """The requested languages paired with English (all in the folder by default); unknown ones raise."""
     available = sorted(p.name.split(".")[1].split("-")[0] for p in path.glob("tatoeba.*-eng.eng"))
@@ -303,7 +337,7 @@ def load_parallel(
         dataset = source
     else:
         path = Path(source)
-        if path.is_dir() and any(path.glob("tatoeba.*-eng.eng")):
+        if is_tatoeba_folder(path):
             paired = [lang for lang in languages if lang != "eng"] if languages is not None else None
             return load_tatoeba(path, languages=paired)
         if path.is_dir() or path.suffix == ".json":
@@ -454,6 +488,7 @@ def split_tatoeba(
     languages: Sequence[str] | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    max_per_language: int | None = None,
 ) -> tuple[Dataset, Dataset]:
     """Tatoeba's train and held-out tables: the whole folder split by :func:`split_parallel`, then languages kept.
 
@@ -467,24 +502,41 @@ def split_tatoeba(
             its English rows); all by default.
         test_fraction: Expected share of held-out components (see :func:`split_parallel`).
         seed: The split's seed.
+        max_per_language: Keep at most this many sentence pairs (parallel ids) per language on each side, the
+            first in file order: a smaller pool that is still a subset of the same split.
 
     Returns:
         ``(train, test)`` parallel tables as from :func:`load_tatoeba`.
+
+    Raises:
+        ValueError: An unknown language (naming the available ones); ``max_per_language`` below 1.
 
     Usage:
         >>> from st_hybrid.data import split_tatoeba, tatoeba_retrieval
         >>> train, test = split_tatoeba("../shared/data/tatoeba", languages=["deu", "fra"])  # doctest: +SKIP
         >>> corpus = tatoeba_retrieval(test)  # doctest: +SKIP
     """
+    if max_per_language is not None and max_per_language < 1:
+        raise ValueError(f"max_per_language must be >= 1 (or None for every pair), got {max_per_language}.")
     paired = [lang for lang in languages if lang != "eng"] if languages is not None else None
     keep = {f"{lang}-eng" for lang in _tatoeba_languages(Path(path), paired)}  # unknown languages fail first
     train, test = split_parallel(load_tatoeba(path), test_fraction=test_fraction, seed=seed)
-    if paired is None:
+    if paired is None and max_per_language is None:
         return train, test
 
     def kept(side: Dataset) -> Dataset:  # load_tatoeba's parallel ids are "<xxx>-eng/<line>"
         ids = side.select_columns(["parallel_id"]).to_dict()["parallel_id"]
-        return side.select([i for i, pid in enumerate(ids) if pid.split("/", 1)[0] in keep])
+        taken: dict[str, dict[str, None]] = defaultdict(dict)  # pair -> its kept parallel ids, in order
+        rows = []
+        for i, pid in enumerate(ids):
+            pair = pid.split("/", 1)[0]
+            if pair not in keep:
+                continue
+            if pid not in taken[pair] and (max_per_language is None or len(taken[pair]) < max_per_language):
+                taken[pair][pid] = None
+            if pid in taken[pair]:
+                rows.append(i)
+        return side.select(rows)
 
     return kept(train), kept(test)
 

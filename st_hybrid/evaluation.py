@@ -299,6 +299,69 @@ class LanguageAwareRetrievalEvaluator(BaseEvaluator):
         evaluator.pool = {"max_articles": max_articles} if max_articles is not None else {}
         return evaluator
 
+    @classmethod
+    def from_tatoeba(
+        cls,
+        path: str | os.PathLike,
+        direction: str = "eng-x",
+        languages: Sequence[str] | None = None,
+        max_per_language: int | None = None,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        **kwargs,
+    ) -> LanguageAwareRetrievalEvaluator:
+        """Build the evaluator on Tatoeba's held-out side (:func:`~st_hybrid.data.split_tatoeba`): one mixed pool.
+
+        Only the held-out side is read, so a model trained on the train side of the same split
+        (``examples/train.py --tatoeba_split train``) never sees an evaluated text.
+
+        Args:
+            path: The Tatoeba folder (``tatoeba.xxx-eng.*`` files, e.g. ``../shared/data/tatoeba``).
+            direction: ``"eng-x"`` (English queries, a pool of every other language's sentences) or
+                ``"x-eng"`` (every other language's queries, a pool of English sentences); see
+                :func:`~st_hybrid.data.tatoeba_retrieval`.
+            languages: Languages paired with English to evaluate, in this order (pools given as numbers take
+                the first ``n - 1`` of them after English); all by default.
+            max_per_language: A subset: at most this many held-out sentence pairs per language.
+            test_fraction: The split's held-out share; it must match the training split's.
+            split_seed: The split's seed; it must match the training split's.
+            **kwargs: Passed to the constructor; ``name`` defaults to ``"tatoeba-<direction>"``. Settings the
+                direction cannot have are left out by default (``mono``; ``cross`` for ``"x-eng"``).
+
+        Usage:
+            >>> evaluator = LanguageAwareRetrievalEvaluator.from_tatoeba(
+            ...     "../shared/data/tatoeba", direction="eng-x", max_per_language=10, mrr_at_k=(1, 10),
+            ...     query_prompt="query: ", corpus_prompt="passage: ")  # doctest: +SKIP
+            >>> evaluator.pool["description"]  # doctest: +SKIP
+        """
+        from st_hybrid.data import split_tatoeba, tatoeba_retrieval
+
+        paired = [lang for lang in languages if lang != "eng"] if languages is not None else None
+        _, held_out = split_tatoeba(
+            path,
+            languages=paired,
+            test_fraction=test_fraction,
+            seed=split_seed,
+            max_per_language=max_per_language,
+        )
+        corpus = tatoeba_retrieval(held_out, direction=direction)
+        order = ["eng", *(paired if paired is not None else [x for x in corpus.languages if x != "eng"])]
+        kwargs.setdefault("name", f"tatoeba-{direction}")
+        kwargs.setdefault("settings", ("cross", "multi") if direction == "eng-x" else ("multi",))
+        evaluator = cls.from_corpus(corpus, languages=order, **kwargs)
+        subset = (
+            f"at most {max_per_language} pairs per language" if max_per_language else "every held-out pair"
+        )
+        evaluator.pool = {
+            "config": f"tatoeba-held-out-{direction}",
+            "description": (
+                f"Tatoeba held-out split (test_fraction {test_fraction:g}, seed {split_seed}), {subset}, "
+                f"{direction}: {len(evaluator.query_ids)} queries x {len(evaluator.candidate_ids)} candidates, "
+                f"{len(evaluator.languages)} languages"
+            ),
+        }
+        return evaluator
+
     def _prepare(self, queries, corpus, relevant_docs, query_languages, corpus_languages, languages) -> None:
         """Validate the inputs, select languages, deduplicate texts and lay out candidates by language."""
         _check_languages("queries", queries, query_languages)

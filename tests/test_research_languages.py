@@ -1,0 +1,155 @@
+"""examples/research/languages.py: its data plan (pure functions) and one end-to-end run on a tiny random model.
+
+The end-to-end run uses MLQA-R and XQuAD-R from ../shared/data (one article) and a small Tatoeba folder cut from
+the real files, so that every code path (MLQA-R-only counts, MLQA-R plus Tatoeba bitext, mono mapped onto its
+MLQA-R-only cell, the merge, nested pools, the sampler statistics) runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "research" / "languages.py"
+spec = importlib.util.spec_from_file_location("research_languages", SCRIPT)
+research = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = research
+spec.loader.exec_module(research)
+
+TATOEBA_LANGUAGES = ("deu", "fra", "rus", "tha")
+
+
+def _small_tatoeba(shared_data: Path, folder: Path, lines: int = 60) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for code in TATOEBA_LANGUAGES:
+        for side in (code, "eng"):
+            source = shared_data / "tatoeba" / f"tatoeba.{code}-eng.{side}"
+            text = source.read_text(encoding="utf-8").splitlines()[:lines]
+            (folder / source.name).write_text("\n".join(text) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_training_languages_grow_from_mlqa_to_tatoeba_counting_each_language_once():
+    config = research.ResearchConfig(mlqa_languages=["en", "de", "es"])
+    order = ["deu", "fra", "rus", "spa", "tha"]
+    assert research.training_languages(2, config, order) == {
+        "mlqa": ["en", "de"],
+        "tatoeba": [],
+        "languages": ["de", "en"],
+    }
+    four = research.training_languages(4, config, order)
+    # deu and spa are MLQA-R languages (de, es): their bitext comes first and adds no language.
+    assert four["tatoeba"] == ["deu", "spa", "fra"]
+    assert four["languages"] == ["de", "en", "es", "fra"]
+    assert research.training_languages(6, config, order)["tatoeba"] == ["deu", "spa", "fra", "rus", "tha"]
+    with pytest.raises(SystemExit, match="7 languages asked for, the data has 6"):
+        research.training_languages(7, config, order)
+
+
+def test_mono_beyond_mlqa_is_its_mlqa_only_cell(tmp_path):
+    config = research.ResearchConfig(mlqa_languages=["en", "de", "es"], counts=[2, 5], seeds=[1, 2])
+    cells = research.plan_cells(config, ["deu", "fra", "rus"], tmp_path)
+    mono = [cell for cell in cells if cell.strategy == "mono" and cell.count == 5]
+    assert [cell.folder for cell in mono] == [tmp_path / "mono_L3" / "seed1", tmp_path / "mono_L3" / "seed2"]
+    assert all(cell.same_as == 3 and cell.data["tatoeba"] == [] for cell in mono)
+    hybrid = next(cell for cell in cells if cell.strategy == "hybrid" and cell.count == 5)
+    overrides = research.cell_overrides(hybrid, config)
+    assert overrides["tatoeba_split"] == "train" and overrides["single_source"] is True
+    assert overrides["train_languages"] == ["en", "de", "es", "deu", "fra", "rus"]
+
+
+def test_slope_per_doubling_is_the_least_squares_slope():
+    points = [{"num_languages": n, "map": 0.9 - 0.05 * math.log2(n)} for n in (1, 2, 4, 8)]
+    assert research.slope_per_doubling(points, "map") == pytest.approx(-0.05)
+    assert math.isnan(research.slope_per_doubling(points[:1], "map"))
+
+
+def test_unknown_research_keys_name_the_valid_ones(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"train": {}, "research": {"countz": [2]}}))
+    with pytest.raises(SystemExit, match="unknown research keys \\['countz'\\]"):
+        research.load_config(config)
+
+
+@pytest.mark.slow
+def test_research_languages_end_to_end_and_resumed_from_its_cache(
+    tiny_model_path, shared_data, tmp_path, monkeypatch
+):
+    tatoeba = _small_tatoeba(shared_data, tmp_path / "tatoeba")
+    config = {
+        "train": {
+            "model": tiny_model_path,
+            "max_seq_length": 32,
+            "batch_size": 4,
+            "max_steps": 2,
+            "learning_rate": 1.0e-4,
+            "save_steps": 1000,
+            "logging_steps": 1,
+            "eval_batch_size": 32,
+            "output_dir": str(tmp_path / "out"),
+        },
+        "research": {
+            "mlqa": str(shared_data / "mlqa-r"),
+            "mlqa_languages": ["en", "de", "es"],
+            "tatoeba": str(tatoeba),
+            "counts": [2, 4],
+            "seeds": [1],
+            "xquad": str(shared_data / "xquad-r"),
+            "xquad_max_articles": 1,
+            "xquad_pools": [1, 2, 4, 11],
+            "tatoeba_max_per_language": 5,
+            "tatoeba_pools": [1, 2, 4],
+            "weightings": [{"language_weighting": "uniform"}, {"language_weighting": "size"}],
+        },
+    }
+    config_file = tmp_path / "research.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    docs = tmp_path / "docs"
+    argv = ["--config", str(config_file), "--docs-dir", str(docs)]
+
+    results = research.main(argv)
+    document = (docs / "languages.md").read_text()
+    assert "Status: **complete**" in document
+    for count in (2, 4):
+        for strategy in ("mono", "cross", "hybrid"):
+            assert f"L={count} {strategy}" in results["rows"]
+            assert f"| {count} | {strategy}" in document
+    assert "| 4 | mono (= L=3: bitext adds no same-language pairs)" in document
+    assert "| 4 | hybrid merged r=0.5 |" in document
+    assert "MLQA-R en,de,es + Tatoeba train side, 2 languages" in document  # deu (= de) and fra
+    for image in ("languages_q1.png", "languages_q2.png", "languages_sampler.png"):
+        assert (docs / "img" / image).stat().st_size > 0
+    # Q2: one encoding per model, its nested pools as points; every line present.
+    assert set(results["curves"]) == {"zero-shot", "mono", "cross", "hybrid", "hybrid merged r=0.5"}
+    assert [p["num_languages"] for p in results["curves"]["hybrid"]["xquad"]] == [1, 2, 4, 11]
+    assert [p["num_languages"] for p in results["curves"]["hybrid"]["tatoeba"]] == [2, 3, 5]
+    # Seen / unseen XQuAD-R languages follow the cell's training languages (Tatoeba deu counts as de).
+    assert results["rows"]["L=4 hybrid"]["seen"] == ["de", "en", "es"]
+    assert results["rows"]["L=2 cross"]["seen"] == ["de", "en"]
+    shares = results["sampler"]["weightings"]["uniform"]["share"]
+    assert set(shares) == set(TATOEBA_LANGUAGES) and sum(shares.values()) == pytest.approx(1.0)
+    first = json.loads((tmp_path / "out" / "invocations.json").read_text())[-1]
+    assert first["trained"] == 6 and first["evaluations"] == 8 * 3  # 6 cells + zero-shot + merge, 3 evaluators
+
+    # Answers written by hand survive a re-run; nothing is trained or evaluated again.
+    (docs / "languages.md").write_text(
+        document.replace(document[document.index("<!-- answers -->") : document.index("<!-- /answers -->")],
+                         "<!-- answers -->\nQ1: written by hand.\n")  # fmt: skip
+    )
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached cell was trained again")
+
+    monkeypatch.setattr(research.train, "run", no_training)
+    again = research.main(argv)
+    assert json.dumps(again["rows"]) == json.dumps(results["rows"])  # (NaN-safe comparison)
+    second = json.loads((tmp_path / "out" / "invocations.json").read_text())
+    assert len(second) == 2 and second[-1]["trained"] == 0 and second[-1]["evaluations"] == 0
+    assert "Q1: written by hand." in (docs / "languages.md").read_text()
