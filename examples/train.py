@@ -685,6 +685,8 @@ def format_table(reports: dict[str, dict | None]) -> str:
     header = f"{'metric':<18}" + "".join(f"{label:>20}" for label in labels)
     lines = [header]
     for name in HEADLINE_METRICS:
+        if name not in columns[labels[0]]["metrics"]:  # e.g. no mono setting in Tatoeba's English->X pool
+            continue
         first = columns[labels[0]]["metrics"][name]
         cells = [f"{first:>20.4f}"]
         for label in labels[1:]:

@@ -10,7 +10,9 @@ from datasets import Dataset
 
 from st_hybrid.data import (
     METADATA_COLUMNS,
+    available_languages,
     build_training_pairs,
+    is_tatoeba_folder,
     load_lareqa,
     load_lareqa_retrieval,
     load_parallel,
@@ -355,3 +357,34 @@ def test_tatoeba_held_out_corpus_counts(shared_data):
     })  # fmt: skip
     # Every English query has its translations in several languages at once: the mixed pool.
     assert max(len(ids) for ids in from_english.relevant.values()) >= 3
+
+
+def test_capped_tatoeba_split_keeps_the_first_pairs_of_the_same_sides(shared_data):
+    train, test = split_tatoeba(shared_data / "tatoeba", languages=FEW_TATOEBA)
+    capped_train, capped_test = split_tatoeba(
+        shared_data / "tatoeba", languages=FEW_TATOEBA, max_per_language=7
+    )
+    for full, capped in ((train, capped_train), (test, capped_test)):
+        ids = _column(capped, "parallel_id")
+        per_pair = collections.Counter(pid.split("/")[0] for pid in dict.fromkeys(ids))
+        assert per_pair == {f"{lang}-eng": 7 for lang in FEW_TATOEBA}
+        # The first 7 ids of each pair, in file order, with both their rows; nothing crosses the split.
+        first = {}
+        for pid in dict.fromkeys(_column(full, "parallel_id")):
+            first.setdefault(pid.split("/")[0], []).append(pid)
+        assert set(ids) == {pid for pids in first.values() for pid in pids[:7]}
+        assert _rows(capped) <= _rows(full) and len(capped) == 2 * len(set(ids))
+    _assert_disjoint(capped_train, capped_test)
+    with pytest.raises(ValueError, match="max_per_language must be >= 1"):
+        split_tatoeba(shared_data / "tatoeba", max_per_language=0)
+
+
+def test_available_languages_of_each_kind_of_source(shared_data, tmp_path):
+    assert available_languages(shared_data / "mlqa-r") == ["ar", "de", "en", "es", "hi", "vi", "zh"]
+    assert available_languages(shared_data / "xquad-r" / "de.json") == ["de"]
+    tatoeba = available_languages(shared_data / "tatoeba")
+    assert len(tatoeba) == 113 and "eng" in tatoeba and "deu" in tatoeba
+    assert is_tatoeba_folder(shared_data / "tatoeba") and not is_tatoeba_folder(shared_data / "mlqa-r")
+    parquet = tmp_path / "pairs.parquet"
+    _toy_parallel().to_parquet(str(parquet))
+    assert available_languages(parquet) is None and available_languages(_toy_parallel()) is None

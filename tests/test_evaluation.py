@@ -462,3 +462,32 @@ def test_mlqa_r_loads_with_documented_counts(shared_data):
     report_pairs = sum(int((r[:, 0] >= 0).sum()) for r in evaluator.layout.relevant_by_language)
     assert report_pairs == num_relevant.sum()  # one relevant answer per language at most
     assert len(evaluator.query_ids) == 4_199 and evaluator.num_skipped_queries == 0
+
+
+def test_tatoeba_evaluator_reads_the_held_out_side_only(tiny_model, shared_data):
+    from st_hybrid.data import split_tatoeba, tatoeba_retrieval
+
+    languages = ["deu", "fra", "rus"]
+    evaluator = LanguageAwareRetrievalEvaluator.from_tatoeba(
+        shared_data / "tatoeba", direction="eng-x", languages=languages, max_per_language=20, mrr_at_k=(1,)
+    )
+    train, test = split_tatoeba(shared_data / "tatoeba", languages=languages)
+    train_texts = set(train["question"])
+    assert train_texts.isdisjoint(evaluator.query_texts) and train_texts.isdisjoint(evaluator.candidate_texts)
+    assert set(evaluator.candidate_texts) <= set(test["question"])
+    assert evaluator.languages == ["eng", *languages] and evaluator.settings == ("cross", "multi")
+    description = evaluator.pool["description"]
+    assert "held-out" in description and "at most 20 pairs per language" in description
+    assert f"{len(evaluator.query_ids)} queries x {len(evaluator.candidate_ids)} candidates" in description
+    # The same numbers as an evaluator built by hand from the capped held-out side.
+    _, capped = split_tatoeba(shared_data / "tatoeba", languages=languages, max_per_language=20)
+    by_hand = LanguageAwareRetrievalEvaluator.from_corpus(
+        tatoeba_retrieval(capped, direction="eng-x"), settings=["cross", "multi"], mrr_at_k=(1,)
+    )
+    ours, theirs = evaluator.compute_report(tiny_model), by_hand.compute_report(tiny_model)
+    assert ours["metrics"] == pytest.approx(theirs["metrics"], nan_ok=True)
+    assert ours["pool"]["config"] == "tatoeba-held-out-eng-x" and "pool" not in theirs
+    to_english = LanguageAwareRetrievalEvaluator.from_tatoeba(
+        shared_data / "tatoeba", direction="x-eng", languages=languages, max_per_language=20
+    )
+    assert to_english.settings == ("multi",) and set(to_english.candidate_texts) <= set(test["question"])

@@ -78,6 +78,92 @@ def test_unknown_research_keys_name_the_valid_ones(tmp_path):
         research.load_config(config)
 
 
+# ---------------------------------------------------------------------------------------------
+# examples/train.py on Tatoeba's train side, evaluated on its held-out side
+# ---------------------------------------------------------------------------------------------
+def _train_args(tmp_path, **overrides):
+    return research.train.parse_args([], overrides={"output_dir": str(tmp_path / "run"), **overrides})
+
+
+def test_train_side_pairs_share_no_text_with_the_held_out_pool(shared_data, tmp_path):
+    tatoeba = str(shared_data / "tatoeba")
+    args = _train_args(
+        tmp_path,
+        train_data=[str(shared_data / "mlqa-r"), tatoeba],
+        train_languages=["en", "de", "deu", "fra"],  # each source keeps the codes it has
+        tatoeba_split="train",
+        single_source=True,
+        eval_data=tatoeba,
+        eval_max_per_language=50,
+    )
+    pairs = research.train.build_pairs(args)
+    assert set(pairs["query_language"]) == {"en", "de", "eng", "deu", "fra"}
+    assert pairs.unique("source") == ["mlqa-r+tatoeba"]  # one source: hybrid keeps alpha over both
+    assert all(pairs["answer_id"])  # Tatoeba rows get one too (MLQA-R's have theirs)
+    evaluator = research.train.build_evaluator(args)
+    texts = set(pairs["query"]) | set(pairs["passage"])
+    assert texts.isdisjoint(evaluator.query_texts) and texts.isdisjoint(evaluator.candidate_texts)
+    research.train.check_no_leakage(pairs, evaluator)
+    # Every Tatoeba line is on one side: the train side's bitext plus the full held-out side is the whole file.
+    from st_hybrid.data import split_tatoeba
+
+    _, held_out = split_tatoeba(tatoeba, languages=["deu", "fra"])
+    trained = {text for text, source in zip(pairs["query"], pairs["query_language"], strict=True)
+               if source in ("deu", "fra")}  # fmt: skip
+    file_lines = set((shared_data / "tatoeba" / "tatoeba.deu-eng.deu").read_text().splitlines())
+    held_out_deu = {
+        t for t, lang in zip(held_out["question"], held_out["language"], strict=True) if lang == "deu"
+    }
+    assert {line for line in file_lines if line in trained or line in held_out_deu} == file_lines
+    # Training on the whole folder and evaluating on its held-out side is refused (shared text).
+    whole = _train_args(tmp_path, train_data=[tatoeba], train_languages=["deu"], eval_data=tatoeba)
+    with pytest.raises(SystemExit, match="also appear in the evaluation set"):
+        research.train.check_no_leakage(
+            research.train.build_pairs(whole), research.train.build_evaluator(whole)
+        )
+
+
+def test_tatoeba_options_are_checked_and_leave_other_runs_inputs_unchanged(shared_data, tmp_path):
+    with pytest.raises(SystemExit, match="tatoeba_split='train' applies to a Tatoeba folder"):
+        research.train.build_pairs(
+            _train_args(tmp_path, train_data=[str(shared_data / "mlqa-r")], tatoeba_split="train")
+        )
+    with pytest.raises(SystemExit):
+        _train_args(tmp_path, tatoeba_split="test")
+    with pytest.raises(SystemExit):
+        _train_args(tmp_path, eval_tatoeba_direction="x-x")
+    with pytest.raises(SystemExit, match="train_languages \\['xx'\\] are not in the training data"):
+        research.train.build_pairs(_train_args(tmp_path, train_languages=["en", "xx"]))
+    # Runs that do not use the new options keep their cache keys (cached cells and evaluations stay valid).
+    plain = _train_args(tmp_path)
+    assert not {"tatoeba_split", "single_source", "eval_max_per_language"} & set(
+        research.train.run_inputs(plain)["options"]
+    )
+    assert "tatoeba" not in research.train.evaluation_inputs(plain, "model")
+    tatoeba = _train_args(tmp_path, eval_data=str(shared_data / "tatoeba"), eval_max_per_language=5)
+    assert research.train.evaluation_inputs(tatoeba, "model")["tatoeba"]["max_per_language"] == 5
+
+
+def test_train_script_evaluates_on_the_tatoeba_held_out_pool(tiny_model_path, shared_data, tmp_path):
+    tatoeba = str(shared_data / "tatoeba")
+    args = _train_args(
+        tmp_path, model=tiny_model_path, train_data=[tatoeba], train_languages=["deu", "fra"],
+        tatoeba_split="train", strategy="cross", batch_size=4, max_steps=2, max_seq_length=32,
+        save_steps=1000, eval_data=tatoeba, eval_name="tatoeba", eval_max_per_language=10,
+        eval_languages=["deu", "fra"],
+    )  # fmt: skip
+    results = research.train.run(args)
+    assert (
+        results["after"]["num_candidates"] == 20
+        and results["before"]["pool"]["config"] == "tatoeba-held-out-eng-x"
+    )
+    assert results["eval_pool"].startswith(
+        "Tatoeba held-out split (test_fraction 0.2, seed 0), at most 10 pairs"
+    )
+    assert "multi_mrr@1" in results["after"]["metrics"]
+    assert "Tatoeba held-out" in (tmp_path / "run" / "model" / "README.md").read_text()
+
+
 @pytest.mark.slow
 def test_research_languages_end_to_end_and_resumed_from_its_cache(
     tiny_model_path, shared_data, tmp_path, monkeypatch
@@ -136,12 +222,16 @@ def test_research_languages_end_to_end_and_resumed_from_its_cache(
     shares = results["sampler"]["weightings"]["uniform"]["share"]
     assert set(shares) == set(TATOEBA_LANGUAGES) and sum(shares.values()) == pytest.approx(1.0)
     first = json.loads((tmp_path / "out" / "invocations.json").read_text())[-1]
-    assert first["trained"] == 6 and first["evaluations"] == 8 * 3  # 6 cells + zero-shot + merge, 3 evaluators
+    assert (
+        first["trained"] == 6 and first["evaluations"] == 8 * 3
+    )  # 6 cells + zero-shot + merge, 3 evaluators
 
     # Answers written by hand survive a re-run; nothing is trained or evaluated again.
     (docs / "languages.md").write_text(
-        document.replace(document[document.index("<!-- answers -->") : document.index("<!-- /answers -->")],
-                         "<!-- answers -->\nQ1: written by hand.\n")  # fmt: skip
+        document.replace(
+            document[document.index("<!-- answers -->") : document.index("<!-- /answers -->")],
+            "<!-- answers -->\nQ1: written by hand.\n",
+        )  # fmt: skip
     )
 
     def no_training(*args, **kwargs):
