@@ -243,3 +243,12 @@ def test_research_languages_end_to_end_and_resumed_from_its_cache(
     second = json.loads((tmp_path / "out" / "invocations.json").read_text())
     assert len(second) == 2 and second[-1]["trained"] == 0 and second[-1]["evaluations"] == 0
     assert "Q1: written by hand." in (docs / "languages.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["research_languages_cpu.yaml", "research_languages_gpu.yaml"])
+def test_shipped_configs_parse(name):
+    train_options, config = research.load_config(ROOT / "examples" / "configs" / name)
+    # bf16 needs a GPU to parse (transformers checks the device); everything else is checked here.
+    args = research.train.parse_args([], overrides={**train_options, "bf16": False})
+    assert args.training.max_steps > 0 and set(config.strategies) == set(research.STRATEGIES)
+    assert config.counts[-1] == 113 and config.merge_ratio == 0.5
