@@ -403,13 +403,17 @@ def tatoeba_numbers(eng_x: dict, x_eng: dict) -> dict[str, float]:
     }
 
 
-def pool_curve(report: dict, nested: int) -> list[dict]:
-    """The first ``nested`` pools of a report (the nested ones) as points: languages, nDCG@10, mAP."""
+def pool_curve(report: dict, nested: int, query_only: Sequence[str] = ()) -> list[dict]:
+    """The first ``nested`` pools of a report (the nested ones) as points: candidate languages, nDCG@10, mAP.
+
+    ``query_only`` languages have no candidates (English in Tatoeba's English->X pool) and are not counted.
+    """
     points = []
     for pool in report.get("pools", [])[:nested]:
         metrics = pool["metrics"]
         if "multi_map" in metrics:
-            points.append({"num_languages": pool["num_languages"], "num_queries": pool["num_queries"],
+            languages = [language for language in pool["languages"] if language not in query_only]
+            points.append({"num_languages": len(languages), "num_queries": pool["num_queries"],
                            "num_candidates": pool["num_candidates"], "ndcg@10": metrics["multi_ndcg@10"],
                            "map": metrics["multi_map"]})  # fmt: skip
     return points
@@ -552,7 +556,8 @@ def q1_tables(results: dict) -> str:
 
 def q2_tables(results: dict) -> str:
     parts = []
-    for benchmark, title in (("xquad", "XQuAD-R"), ("tatoeba", "Tatoeba held-out, English queries")):
+    titles = (("xquad", "XQuAD-R"), ("tatoeba", "Tatoeba held-out, English queries, pools without English"))
+    for benchmark, title in titles:
         lines = None
         for label, curves in results["curves"].items():
             points = curves.get(benchmark)
@@ -746,7 +751,7 @@ def model_numbers(reports: dict[str, dict], seen: set[str] | None) -> dict[str, 
 def model_curves(reports: dict[str, dict], config: ResearchConfig) -> dict[str, list[dict]]:
     return {
         "xquad": pool_curve(reports["xquad-r"], len(config.xquad_pools)),
-        "tatoeba": pool_curve(reports["tatoeba-eng-x"], len(config.tatoeba_pools)),
+        "tatoeba": pool_curve(reports["tatoeba-eng-x"], len(config.tatoeba_pools), query_only=["eng"]),
     }
 
 
@@ -763,8 +768,12 @@ def _pool_text(evaluator, nested: int) -> str:
     multiple = int(((evaluator.layout.relevant >= 0).sum(axis=1) >= 2).sum())
     text += f"; {multiple} queries with 2+ relevant candidates (the rank distance's queries)"
     if nested:
-        sizes = ", ".join(str(len(pool)) for pool in evaluator.pools[:nested])
-        text += f"; nested pools of {sizes} languages"
+        english = evaluator.settings == (
+            "cross",
+            "multi",
+        )  # Tatoeba English->X: English queries, no candidates
+        sizes = ", ".join(str(len(pool) - english) for pool in evaluator.pools[:nested])
+        text += f"; nested pools of {'English queries against ' if english else ''}{sizes} languages"
     if len(evaluator.pools) > nested:
         text += f"; and {len(evaluator.pools) - nested} English + one language pools (accuracy@1 English->X)"
     return text
