@@ -224,7 +224,9 @@ def load_backend(
 ):
     """A SentenceTransformer running ``backend``; raises ImportError when the backend is not installed.
 
-    ``onnx-int8`` copies the exported ONNX model into ``scratch_dir`` and quantizes it there (dynamic int8).
+    ``onnx-int8`` copies the model folder into ``scratch_dir`` and writes the dynamically quantized ONNX
+    model there (sentence-transformers' ``export_dynamic_quantized_onnx_model``, AVX512-VNNI config). The ONNX /
+    OpenVINO paths need optimum, which cannot be installed beside transformers 5 (see the doc): untested here.
     """
     import torch
     from sentence_transformers import SentenceTransformer
@@ -232,10 +234,13 @@ def load_backend(
     if backend in ("onnx", "onnx-int8", "openvino"):
         model = SentenceTransformer(str(model_path), backend=backend.split("-")[0], device="cpu")
         if backend == "onnx-int8":
+            import shutil
+
             from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
-            # Quantize into a scratch folder: writing into the model folder would change its fingerprint.
+            # Quantize in a copy of the model folder: writing into the model folder would change its fingerprint.
             scratch = Path(scratch_dir) / "onnx-int8"
+            shutil.copytree(model_path, scratch, dirs_exist_ok=True)
             export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(scratch))
             model = SentenceTransformer(
                 str(scratch),
