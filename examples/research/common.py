@@ -119,8 +119,10 @@ class Clock:
     def minutes(self) -> float:
         return (time.perf_counter() - self.start) / 60
 
-    def describe(self, trained: int, total: int) -> str:
+    def describe(self, trained: int, done: int, total: int) -> str:
+        """E.g. "12.3 min wall time for this invocation (27 of 27 runs trained now, 0 read back from cache)"."""
+        pending = f", {total - done} still to come" if done < total else ""
         return (
             f"{self.minutes():.1f} min wall time for this invocation ({trained} of {total} training runs "
-            f"trained now, {total - trained} read back from cache)"
+            f"trained now, {done - trained} read back from cache{pending})"
         )

@@ -293,7 +293,8 @@ def main(argv=None):
 
     def write(grid: dict, trained: int) -> dict:
         summary = reproduce.summarize(reproduce.metric_rows(grid["reports"]))
-        timing = clock.describe(trained, len(cells))
+        done = sum(len(runs) for runs in grid["runs"].values())
+        timing = clock.describe(trained, done, len(cells))
         block = render(grid, summary, sweep, options, command, timing, f"img/{image.name}")
         write_text(root / "mixing.md", block + "\n")
         write_json(root / "mixing.json", {"sweep": sweep, **grid, "summary": summary})

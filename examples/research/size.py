@@ -293,7 +293,8 @@ def plot_trend(results: dict, ladder: dict, path: Path) -> None:
         )
         ax.set_xlabel("parameters (log scale)")
         ax.set_title(METRIC_TITLES[metric], fontsize=10)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
     fig.suptitle("Model size ladder (different families: size is confounded with family)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -408,7 +409,7 @@ def main(argv=None):
     def write(results: dict) -> None:
         trained = sum(len(model.get("trained", [])) for model in results.values())
         done = sum(len(runs) for model in results.values() for runs in model["runs"].values())
-        block = render(results, ladder, options, command, clock.describe(trained, total), total - done)
+        block = render(results, ladder, options, command, clock.describe(trained, done, total), total - done)
         write_text(root / "size.md", block + "\n")
         write_json(root / "size.json", {"ladder": ladder, "results": results})
         write_doc_block(docs / "size.md", "Hybrid training across model sizes", block)
