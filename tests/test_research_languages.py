@@ -56,6 +56,11 @@ def test_training_languages_grow_from_mlqa_to_tatoeba_counting_each_language_onc
 def test_mono_beyond_mlqa_is_its_mlqa_only_cell(tmp_path):
     config = research.ResearchConfig(mlqa_languages=["en", "de", "es"], counts=[2, 5], seeds=[1, 2])
     cells = research.plan_cells(config, ["deu", "fra", "rus"], tmp_path)
+    assert [cell.count for cell in cells][:: 3 * 2] == [2, 5]
+    extremes_first = research.ResearchConfig(mlqa_languages=["en", "de", "es"], counts=[3, 5, 2], seeds=[1])
+    assert [cell.count for cell in research.plan_cells(extremes_first, ["deu", "fra", "rus"], tmp_path)][::3] == [
+        2, 5, 3,
+    ]  # fmt: skip
     mono = [cell for cell in cells if cell.strategy == "mono" and cell.count == 5]
     assert [cell.folder for cell in mono] == [tmp_path / "mono_L3" / "seed1", tmp_path / "mono_L3" / "seed2"]
     assert all(cell.same_as == 3 and cell.data["tatoeba"] == [] for cell in mono)

@@ -221,7 +221,8 @@ def plan_cells(config: ResearchConfig, order: Sequence[str], root: Path) -> list
     """Every (count, strategy, seed), mono beyond MLQA-R mapped onto the MLQA-R-only cell it equals."""
     cells = []
     mlqa_count = len(config.mlqa_languages)
-    for count in config.counts:
+    counts = sorted(set(config.counts))
+    for count in [counts[0], *counts[1:][-1:], *counts[1:-1]]:  # the extremes first: a cut-off run keeps them
         for strategy in config.strategies:
             effective = mlqa_count if strategy == "mono" and count > mlqa_count else count
             for seed in config.seeds:
@@ -517,6 +518,11 @@ def _fmt(values: list[float] | None, metric: str) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
 
 
+def _row_order(row: dict) -> tuple:
+    strategy = row["strategy"]
+    return row["count"], STRATEGIES.index(strategy) if strategy in STRATEGIES else len(STRATEGIES), strategy
+
+
 def _values(runs: list[dict], part: str, metric: str) -> list[float]:
     return [run[part][metric] for run in runs if run.get(part)]
 
@@ -530,7 +536,7 @@ def q1_tables(results: dict) -> str:
              "multi mAP seen / unseen | rank distance seen / unseen |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     tatoeba = ["| L | strategy | mAP | rank distance | nDCG@10 | acc@1 eng→X | acc@1 X→eng | acc@1 (mean) |",
                "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for row in rows.values():
+    for row in sorted(rows.values(), key=_row_order):
         get = functools.partial(_values, row["runs"])
         count, strategy = row["count"], row["strategy"]
         note = f" (= L={row['same_as']}: bitext adds no same-language pairs)" if row.get("same_as") else ""
