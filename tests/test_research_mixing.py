@@ -120,3 +120,9 @@ def test_sweep_writes_tables_plot_and_docs_then_reuses_every_cell(
     assert [path.stat().st_mtime_ns for path in results] == stamps
     assert "Recomputing" not in caplog.text and caplog.text.count("Reusing grid cell") == 10
     assert "0 of 10 training runs trained now, 10 read back from cache" in (docs / "mixing.md").read_text()
+
+    # --render-only rewrites the docs from the stored results: the last run's command and timing, no training.
+    mixing.main([*argv, "--render-only"])
+    text = (docs / "mixing.md").read_text()
+    assert "0 of 10 training runs trained now" in text and "--render-only" not in text
+    assert [path.stat().st_mtime_ns for path in results] == stamps

@@ -120,3 +120,7 @@ def test_ladder_of_three_families_writes_tables_plots_and_docs_then_reuses_every
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert "Recomputing" not in caplog.text and caplog.text.count("Reusing grid cell") == 6
     assert "0 of 6 training runs trained now, 6 read back from cache" in (docs / "size.md").read_text()
+
+    size.main([*argv, "--render-only"])
+    text = (docs / "size.md").read_text()
+    assert "0 of 6 training runs trained now" in text and "--render-only" not in text

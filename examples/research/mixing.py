@@ -179,7 +179,9 @@ def real_differences(summary: dict, sweep: dict) -> list[str]:
             if reproduce.exceeds_spread(left[metric], right[metric]):
                 digits = 1 if metric == "rank_distance" else 4
                 diff = left[metric]["mean"] - right[metric]["mean"]
-                found.append(f"alpha {alpha:g}: {METRIC_TITLES[metric]} {diff:+.{digits}f}")
+                found.append(
+                    f"alpha {alpha:g}: {metric.replace('_map', ' mAP').replace('_', ' ')} {diff:+.{digits}f}"
+                )
     return found
 
 
@@ -291,20 +293,22 @@ def main(argv=None):
     image = docs / "img" / "mixing_alpha.png"
     command = " ".join(["python", "examples/research/mixing.py", *argv])
 
-    def write(grid: dict, trained: int) -> dict:
+    def write(grid: dict, trained: int, timing: str | None = None, shown: str = command) -> dict:
         summary = reproduce.summarize(reproduce.metric_rows(grid["reports"]))
         done = sum(len(runs) for runs in grid["runs"].values())
-        timing = clock.describe(trained, done, len(cells))
-        block = render(grid, summary, sweep, options, command, timing, f"img/{image.name}")
+        timing = timing or clock.describe(trained, done, len(cells))
+        block = render(grid, summary, sweep, options, shown, timing, f"img/{image.name}")
         write_text(root / "mixing.md", block + "\n")
-        write_json(root / "mixing.json", {"sweep": sweep, **grid, "summary": summary})
+        record = {"sweep": sweep, **grid, "summary": summary, "command": shown, "timing": timing}
+        write_json(root / "mixing.json", record)
         write_doc_block(docs / "mixing.md", "Hybrid batches vs in-batch mixing across alpha", block)
         plot_alpha(summary, sweep, image)
         return summary
 
-    if args.render_only:
+    if args.render_only:  # the tables of the last run, with its command and timing
         stored = json.loads((root / "mixing.json").read_text())
-        summary = write({key: stored[key] for key in ("eval_pool", "reports", "runs", "trained")}, 0)
+        grid = {key: stored[key] for key in ("eval_pool", "reports", "runs", "trained")}
+        summary = write(grid, 0, stored.get("timing"), stored.get("command", command))
         print(f"Rendered {docs / 'mixing.md'} and {image} from {root / 'mixing.json'}")
         return summary
     grid = reproduce.run_cells(

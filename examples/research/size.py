@@ -406,21 +406,22 @@ def main(argv=None):
     command = " ".join(["python", "examples/research/size.py", *argv])
     total = len(ladder["models"]) * len(ladder["strategies"]) * len(ladder["seeds"])
 
-    def write(results: dict) -> None:
+    def write(results: dict, timing: str | None = None, shown: str = command) -> None:
         trained = sum(len(model.get("trained", [])) for model in results.values())
         done = sum(len(runs) for model in results.values() for runs in model["runs"].values())
-        block = render(results, ladder, options, command, clock.describe(trained, done, total), total - done)
+        timing = timing or clock.describe(trained, done, total)
+        block = render(results, ladder, options, shown, timing, total - done)
         write_text(root / "size.md", block + "\n")
-        write_json(root / "size.json", {"ladder": ladder, "results": results})
+        write_json(
+            root / "size.json", {"ladder": ladder, "results": results, "command": shown, "timing": timing}
+        )
         write_doc_block(docs / "size.md", "Hybrid training across model sizes", block)
         plot_trend(results, ladder, docs / "img" / "size_trend.png")
         plot_languages(results, ladder, docs / "img" / "size_per_language.png")
 
-    if args.render_only:
+    if args.render_only:  # the tables of the last run, with its command and timing
         stored = json.loads((root / "size.json").read_text())
-        for model in stored["results"].values():
-            model["trained"] = []
-        write(stored["results"])
+        write(stored["results"], stored.get("timing"), stored.get("command", command))
         print(f"Rendered {docs / 'size.md'} from {root / 'size.json'}")
         return stored["results"]
 
