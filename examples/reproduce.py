@@ -10,6 +10,11 @@ languages (``--language-counts``).
 
 Finished cells are reused on a re-run only if everything they depend on is unchanged (model and data
 files, options, training arguments; see ``st_hybrid.io``); otherwise they are recomputed and the log says why.
+``comparison.md`` is rewritten after every cell, so an interrupted grid leaves a partial table.
+
+The grid is reusable: :func:`run_cells` takes a parser of cell overrides and a list of :class:`Cell` (label,
+overrides, merge ratios), and :func:`summarize`, :func:`markdown_table` and :func:`compare` make the tables
+(``examples/research/mixing.py`` and ``size.py`` build on them).
 
 Usage:
     python examples/reproduce.py --config examples/configs/reproduce_cpu.yaml --model PATH_OR_HUB_ID
