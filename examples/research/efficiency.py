@@ -652,7 +652,7 @@ def exact_table(results: dict) -> str:
 def setups_table(results: dict, experiment: str, depth: int) -> str:
     """One row per model and setup; retention (%) against each model's exact shared Flat index."""
     lines = [
-        f"| model | setup | mAP@{depth} | nDCG@10 | recall@{depth} | rank distance@{depth} | mAP kept | nDCG kept "
+        f"| model | setup | mAP@{depth} | nDCG@10 | recall@{depth} | rank distance@{depth} | mAP vs Flat | nDCG vs Flat "
         "| MiB | build s | p50 ms (range) | p95 ms | QPS (range) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -674,7 +674,7 @@ def setups_table(results: dict, experiment: str, depth: int) -> str:
 
 
 def retention_table(results: dict, depth: int) -> str:
-    """Compression robustness at a glance: mAP@depth kept (%) per setup (rows) and model (columns)."""
+    """Compression robustness at a glance per setup (rows) and model (columns): mAP and recall kept, rank distance change."""
     labels = [label for label, entry in results["models"].items() if entry.get("compression")]
     if not labels:
         return ""
@@ -686,9 +686,11 @@ def retention_table(results: dict, depth: int) -> str:
             rows = {row["setup"]: row for row in results["models"][label]["compression"]}
             reference = rows.get("shared:flat")
             if spec in rows and reference:
+                row = rows[spec]
                 cells.append(
-                    f"{100 * rows[spec][f'map@{depth}'] / reference[f'map@{depth}']:.2f}% / "
-                    f"{rows[spec][f'rank_distance@{depth}'] - reference[f'rank_distance@{depth}']:+.2f}"
+                    f"{100 * row[f'map@{depth}'] / reference[f'map@{depth}']:.1f}% / "
+                    f"{100 * row[f'recall@{depth}'] / reference[f'recall@{depth}']:.1f}% / "
+                    f"{row[f'rank_distance@{depth}'] - reference[f'rank_distance@{depth}']:+.1f}"
                 )
             else:
                 cells.append("")
@@ -747,7 +749,7 @@ def render(results: dict, settings: Settings) -> str:
         f"Latency: one query at a time over {settings.latency_single_queries} sampled queries (p50 / p95), "
         f"QPS over {settings.latency_batch_queries} sampled queries in one batch; median over "
         f"{settings.latency_repeats} repeats, range in brackets. Top-{depth} lists; "
-        f"mAP / nDCG kept = against the same model's exact shared Flat index."
+        f"mAP / nDCG vs Flat = the setup's value / the same model's exact shared Flat value."
     )
     if any(entry.get("layouts") for entry in results["models"].values()):
         parts.append(
@@ -761,8 +763,8 @@ def render(results: dict, settings: Settings) -> str:
             "### Compressed indexes\n\n" + latency + "\n\n" + setups_table(results, "compression", depth)
         )
         parts.append(
-            f"Retention at a glance: mAP@{depth} kept / change in rank distance@{depth} against exact Flat, "
-            "per model:\n\n" + retention_table(results, depth)
+            f"Retention at a glance: mAP@{depth} kept / recall@{depth} kept / change in rank distance@{depth}, "
+            "against each model's exact Flat index:\n\n" + retention_table(results, depth)
         )
     if results.get("scale"):
         scale = results["scale"]
@@ -808,39 +810,48 @@ def write_doc(path: Path, section: str) -> None:
 
 
 def plot(results: dict, settings: Settings) -> None:
+    """Per experiment: mAP@depth of each setup per model (bars), and mAP@depth against p50 latency."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     depth, img = settings.depth, Path(settings.img_dir)
     img.mkdir(parents=True, exist_ok=True)
-    models = results["models"]
+    models = {label: entry for label, entry in results["models"].items()}
     markers = "osD^vP*X"
     for experiment in ("layouts", "compression"):
-        if not any(entry.get(experiment) for entry in models.values()):
+        landed = {label: entry[experiment] for label, entry in models.items() if entry.get(experiment)}
+        if not landed:
             continue
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        for index, (label, entry) in enumerate(models.items()):
-            for marker, row in zip(markers, entry.get(experiment) or []):
-                for ax, x in zip(axes, ("p50_ms", "bytes")):
-                    value = row[x] / 2**20 if x == "bytes" else row[x]
-                    ax.scatter(
-                        value,
-                        row[f"map@{depth}"],
-                        color=f"C{index}",
-                        marker=marker,
-                        s=40,
-                        label=f"{label}: {row['setup']}" if ax is axes[0] else None,
+        specs = [row["setup"] for row in next(iter(landed.values()))]
+        colors = {label: f"C{index}" for index, label in enumerate(models)}
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+        width = 0.8 / len(landed)
+        for offset, (label, rows) in enumerate(landed.items()):
+            by_setup = {row["setup"]: row for row in rows}
+            values = [by_setup[spec][f"map@{depth}"] if spec in by_setup else np.nan for spec in specs]
+            positions = np.arange(len(specs)) + (offset - (len(landed) - 1) / 2) * width
+            axes[0].bar(positions, values, width, color=colors[label], label=label)
+            for marker, spec in zip(markers, specs):
+                if spec in by_setup:
+                    row = by_setup[spec]
+                    axes[1].scatter(
+                        row["p50_ms"], row[f"map@{depth}"], color=colors[label], marker=marker, s=45
                     )
-        axes[0].set_xlabel("p50 latency per query (ms)")
-        axes[1].set_xlabel("index size (MiB)")
-        axes[1].set_xscale("log")
-        for ax in axes:
-            ax.set_ylabel(f"multi mAP@{depth}")
-        axes[0].set_title(f"{experiment}: quality vs latency (colour = model, marker = setup)")
-        axes[1].set_title(f"{experiment}: quality vs size")
-        axes[0].legend(fontsize=6, ncol=2)
+        axes[0].set_xticks(range(len(specs)), specs, rotation=25, ha="right", fontsize=8)
+        axes[0].set_ylabel(f"multi mAP@{depth}")
+        axes[0].set_title(f"{experiment}: quality per setup and model")
+        axes[0].legend(fontsize=8)
+        axes[1].set_xlabel("p50 latency per query (ms, one query at a time)")
+        axes[1].set_ylabel(f"multi mAP@{depth}")
+        axes[1].set_title("quality vs latency (colour = model, marker = setup)")
+        handles = [
+            Line2D([], [], color="gray", marker=m, linestyle="", label=spec)
+            for m, spec in zip(markers, specs)
+        ]
+        axes[1].legend(handles=handles, fontsize=7)
         fig.tight_layout()
         fig.savefig(img / f"efficiency_{experiment}.png", dpi=110)
         plt.close(fig)
