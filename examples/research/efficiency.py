@@ -773,8 +773,9 @@ def render(results: dict, settings: Settings) -> str:
             f"The {settings.scale_model} model's {results['num_candidates']:,} candidate embeddings plus "
             f"{settings.scale_copies} noisy copies (Gaussian noise sigma {settings.scale_noise:g} per dimension, "
             f"renormalized); per-language setups give each copy its source's language. Quality here is only "
-            f"the overlap with the exact top 10 (the copies have no relevance labels). Top-{depth} lists for "
-            "latency.\n\n" + scale_table(scale)
+            f"the overlap with the exact top 10 (the copies have no relevance labels; a round-robin merge "
+            f"changes the list by design, so its overlap is not a recall). Top-{depth} lists for latency.\n\n"
+            + scale_table(scale)
         )
     if results.get("throughput"):
         throughput = results["throughput"]
