@@ -152,7 +152,7 @@ class PerLanguageIndex:
         >>> import numpy as np
         >>> corpus = np.eye(4, dtype="float32")
         >>> index = PerLanguageIndex(corpus, ["en", "en", "de", "de"], merge="round_robin")
-        >>> index.search(np.array([[1.0, 0.9, 0.0, 0.0]], dtype="float32"), k=2)[1].tolist()
+        >>> index.search(np.array([[1.0, 0.9, 0.2, 0.0]], dtype="float32"), k=2)[1].tolist()
         [[0, 2]]
     """
 
