@@ -77,6 +77,7 @@ def test_efficiency_script_writes_its_tables_and_reuses_caches(tiny_run, monkeyp
         "Exact search",
         "Shared index vs per-language",
         "Compressed indexes",
+        "IVF cell language purity",
         "synthetic pool",
         "Encode throughput",
     ):
@@ -143,3 +144,16 @@ def test_bad_settings_are_refused_with_the_valid_choices(tmp_path):
     config.write_text("depht: 100\n")
     with pytest.raises(SystemExit, match=r"Unknown keys \['depht'\]"):
         efficiency.load_settings(config)
+
+
+def test_ivf_language_purity_is_one_for_language_clusters_and_low_for_mixed_ones():
+    rng = np.random.default_rng(0)
+    settings = efficiency.Settings()
+    centers = np.eye(16, dtype=np.float32)[:2] * 10
+    languages = np.array(["en", "de"] * 200)
+    clustered = centers[(languages == "de").astype(int)] + rng.standard_normal((400, 16)).astype(np.float32)
+    clustered /= np.linalg.norm(clustered, axis=1, keepdims=True)
+    assert efficiency.ivf_language_purity(clustered, languages, settings) == 1.0
+    mixed = rng.standard_normal((400, 16)).astype(np.float32)
+    mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
+    assert efficiency.ivf_language_purity(mixed, languages, settings) < 0.8

@@ -401,6 +401,22 @@ def evaluate_setups(specs, queries, candidates, languages, relevant, settings: S
     return rows
 
 
+def ivf_language_purity(candidates: np.ndarray, languages, settings: Settings) -> float:
+    """The language purity of the IVF cells: the summed size of each cell's majority language, over all candidates.
+
+    1 when every cell holds one language; about 1/L when L balanced languages spread evenly over the cells.
+    High purity means the coarse quantizer partitions the pool by language, so a query that probes a few
+    cells misses the answers in other languages.
+    """
+    index = serving.build_index(candidates, "ivf_flat", **settings.index_options)
+    cells = index.quantizer.search(np.ascontiguousarray(candidates, dtype=np.float32), 1)[1][:, 0]
+    languages = np.asarray(languages)
+    majority = 0
+    for cell in np.unique(cells):
+        majority += np.unique(languages[cells == cell], return_counts=True)[1].max()
+    return float(majority / len(candidates))
+
+
 def synthetic_pool(candidates: np.ndarray, copies: int, noise: float, seed: int = 0) -> np.ndarray:
     """The real candidates plus ``copies`` noisy copies (Gaussian noise per dimension, renormalized)."""
     rng = np.random.default_rng(seed)
@@ -517,6 +533,7 @@ def run(settings: Settings, model: str | None = None) -> dict:
         "pool": describe_pool(evaluator),
         "num_queries": len(evaluator.query_ids),
         "num_candidates": len(evaluator.candidate_ids),
+        "languages": list(evaluator.languages),
         "train": {k: v for k, v in base.options().items() if k in ("max_seq_length", "freeze_embeddings")}
         | {
             "max_steps": base.training.max_steps,
@@ -540,6 +557,12 @@ def run(settings: Settings, model: str | None = None) -> dict:
             {"embeddings": key, "metrics": EXACT_METRICS},
             lambda q=queries, c=candidates: exact_metrics(evaluator, q, c),
             f"exact metrics of {label}",
+        )
+        entry["ivf_purity"] = cached_json(
+            root / "ivf_purity" / f"{label}.json",
+            {"embeddings": key, "index": settings.index_options},
+            lambda c=candidates: ivf_language_purity(c, languages, settings),
+            f"IVF cell language purity of {label}",
         )
         for experiment in ("layouts", "compression"):
             if experiment not in settings.experiments:
@@ -765,6 +788,16 @@ def render(results: dict, settings: Settings) -> str:
         parts.append(
             f"Retention at a glance: mAP@{depth} kept / recall@{depth} kept / change in rank distance@{depth}, "
             "against each model's exact Flat index:\n\n" + retention_table(results, depth)
+        )
+        purity = {
+            label: entry["ivf_purity"] for label, entry in results["models"].items() if "ivf_purity" in entry
+        }
+        parts.append(
+            "IVF cell language purity (the share of candidates that belong to their cell's majority language; "
+            f"{1 / len(set(results['languages'])):.2f} if the {len(set(results['languages']))} languages were "
+            "spread evenly over the cells, 1 if every cell held one language): "
+            + ", ".join(f"{label} {value:.3f}" for label, value in purity.items())
+            + "."
         )
     if results.get("scale"):
         scale = results["scale"]
