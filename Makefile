@@ -5,7 +5,8 @@ SHARED ?= ../shared
 # Extra flags for train / reproduce, e.g. make train ARGS="--overwrite --merge_ratio 0.5"
 ARGS ?=
 
-.PHONY: install test test-fast test-slow lint format train recipe reproduce bench clean
+.PHONY: install test test-fast test-slow lint format train recipe reproduce research research-languages \
+	research-mixing research-efficiency research-size bench clean
 
 install:  ## create .venv and install st-hybrid with its dev tools (torch CPU wheel first)
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,23 @@ recipe:  ## the CPU recipe: 500 hybrid steps x 32 on MLQA-R, merged with the bas
 reproduce:  ## mono / cross / hybrid / mixed comparison at CPU scale, 3 seeds, merged with the base at r=0.5
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
 	$(PY) examples/reproduce.py --config examples/configs/reproduce_cpu.yaml --model $$BASE_MODEL $(ARGS)
+
+# Research questions (docs/research/): one command each, resumable (cached per run), CPU budgets in each config.
+research-languages:  ## Q: training languages 2 -> 112, pool growth, language weighting -> docs/research/languages.md
+	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
+	$(PY) examples/research/languages.py --config examples/configs/research_languages_cpu.yaml --model $$BASE_MODEL $(ARGS)
+
+research-mixing:  ## Q: hybrid batches vs in-batch mixing across alpha, 3 seeds -> docs/research/mixing.md
+	$(PY) examples/research/mixing.py --config examples/configs/research_mixing_cpu.yaml $(ARGS)
+
+research-efficiency:  ## Q: serving cost: shared vs per-language indexes, compression, backends -> docs/research/efficiency.md
+	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
+	$(PY) examples/research/efficiency.py --config examples/configs/research_efficiency_cpu.yaml --model $$BASE_MODEL $(ARGS)
+
+research-size:  ## Q: model size ladder 18M -> 118M -> 308M, zero-shot vs hybrid -> docs/research/size.md
+	$(PY) examples/research/size.py --config examples/configs/research_size_cpu.yaml $(ARGS)
+
+research: research-languages research-mixing research-efficiency research-size  ## all four, one after another
 
 bench:
 	$(PY) benchmarks/sampler.py
