@@ -214,6 +214,7 @@ def test_research_languages_end_to_end_and_resumed_from_its_cache(
             assert f"| {count} | {strategy}" in document
     assert "| 4 | mono (= L=3: bitext adds no same-language pairs)" in document
     assert "| 4 | hybrid merged r=0.5 |" in document
+    assert document.count("| – | zero-shot |") == 2  # XQuAD-R and Tatoeba tables
     assert "MLQA-R en,de,es + Tatoeba train side, 2 languages" in document  # deu (= de) and fra
     for image in ("languages_q1.png", "languages_q2.png", "languages_sampler.png"):
         assert (docs / "img" / image).stat().st_size > 0

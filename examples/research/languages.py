@@ -536,9 +536,11 @@ def q1_tables(results: dict) -> str:
              "multi mAP seen / unseen | rank distance seen / unseen |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     tatoeba = ["| L | strategy | mAP | rank distance | nDCG@10 | acc@1 eng→X | acc@1 X→eng | acc@1 (mean) |",
                "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for row in sorted(rows.values(), key=_row_order):
+    zero_shot = {"count": 0, "strategy": "zero-shot", "data": "none (the base model)", "same_as": None,
+                 "seen": None, "runs": [results["zero_shot"]] if results.get("zero_shot") else []}  # fmt: skip
+    for row in [zero_shot, *sorted(rows.values(), key=_row_order)]:
         get = functools.partial(_values, row["runs"])
-        count, strategy = row["count"], row["strategy"]
+        count, strategy = row["count"] or "–", row["strategy"]
         note = f" (= L={row['same_as']}: bitext adds no same-language pairs)" if row.get("same_as") else ""
         xquad.append(f"| {count} | {strategy}{note} | {row['data']} | "
                      + " | ".join(_fmt(get("xquad", m), m) for m in XQUAD_METRICS) + f" | {len(row['runs'])} |")  # fmt: skip
