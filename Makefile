@@ -45,14 +45,14 @@ research-languages:  ## Q: training languages 2 -> 112, pool growth, language we
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
 	$(PY) examples/research/languages.py --config examples/configs/research_languages_cpu.yaml --model $$BASE_MODEL $(ARGS)
 
-research-mixing:  ## Q: hybrid batches vs in-batch mixing across alpha, 3 seeds -> docs/research/mixing.md
+research-mixing:  ## Q: hybrid vs in-batch mixing across alpha, 3 seeds (27 runs, ~31 min on 2 cores) -> docs/research/mixing.md
 	$(PY) examples/research/mixing.py --config examples/configs/research_mixing_cpu.yaml $(ARGS)
 
-research-efficiency:  ## Q: serving cost: shared vs per-language indexes, compression, backends -> docs/research/efficiency.md
+research-efficiency:  ## Q: serving: shared vs per-language indexes, compression, backends (~35 min) -> docs/research/efficiency.md
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
 	$(PY) examples/research/efficiency.py --config examples/configs/research_efficiency_cpu.yaml --model $$BASE_MODEL $(ARGS)
 
-research-size:  ## Q: model size ladder 18M -> 118M -> 308M, zero-shot vs hybrid -> docs/research/size.md
+research-size:  ## Q: size ladder 18M -> 118M -> 308M, zero-shot + hybrid/mono/cross (~17 min) -> docs/research/size.md
 	$(PY) examples/research/size.py --config examples/configs/research_size_cpu.yaml $(ARGS)
 
 research: research-languages research-mixing research-efficiency research-size  ## all four, one after another
