@@ -41,7 +41,7 @@ reproduce:  ## mono / cross / hybrid / mixed comparison at CPU scale, 3 seeds, m
 	$(PY) examples/reproduce.py --config examples/configs/reproduce_cpu.yaml --model $$BASE_MODEL $(ARGS)
 
 # Research questions (docs/research/): one command each, resumable (cached per run), CPU budgets in each config.
-research-languages:  ## Q: training languages 2 -> 112, pool growth, language weighting -> docs/research/languages.md
+research-languages:  ## Q: training languages 2 -> 113, pool growth, language weighting (~23 min) -> docs/research/languages.md
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
 	$(PY) examples/research/languages.py --config examples/configs/research_languages_cpu.yaml --model $$BASE_MODEL $(ARGS)
 

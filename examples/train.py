@@ -437,26 +437,40 @@ def check_output_dir(arguments: Arguments) -> None:
 # Building blocks
 # ---------------------------------------------------------------------------------------------
 def load_model(arguments: Arguments):
-    """The base model, truncating at the evaluation length (see :func:`set_max_seq_length` for training)."""
+    """The base model, truncating at the evaluation length (see :func:`training_truncation` for training)."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(arguments.model.model)
     # None keeps the base model's own limit (the model's identity is part of every cache key already).
-    model.max_seq_length = arguments.evaluation.eval_max_seq_length or model.max_seq_length
+    set_truncation(model, arguments.evaluation.eval_max_seq_length or model.max_seq_length)
     if arguments.model.freeze_embeddings:
+        if not hasattr(model[0], "auto_model"):
+            raise SystemExit(
+                f"freeze_embeddings: true freezes a transformer's word embeddings, but {arguments.model.model} "
+                f"starts with {type(model[0]).__name__}, whose embedding table is the whole model: nothing would "
+                "train. Set freeze_embeddings: false (--freeze_embeddings false)."
+            )
         model[0].auto_model.get_input_embeddings().requires_grad_(False)
     return model
+
+
+def set_truncation(model, length: int) -> None:
+    """Set the model's ``max_seq_length``; static embeddings never truncate (their length has no setter)."""
+    length_property = getattr(type(model[0]), "max_seq_length", None)
+    if isinstance(length_property, property) and length_property.fset is None:
+        return
+    model.max_seq_length = length
 
 
 @contextlib.contextmanager
 def training_truncation(model, max_seq_length: int):
     """Truncate at ``max_seq_length`` while training only: evaluations and the saved model keep their length."""
     evaluation_length = model.max_seq_length
-    model.max_seq_length = max_seq_length
+    set_truncation(model, max_seq_length)
     try:
         yield
     finally:
-        model.max_seq_length = evaluation_length
+        set_truncation(model, evaluation_length)
 
 
 def build_pairs(arguments: Arguments):

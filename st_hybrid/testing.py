@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["DEFAULT_TOKENIZER_CORPUS", "build_tiny_model"]
+__all__ = ["DEFAULT_TOKENIZER_CORPUS", "build_tiny_model", "build_tiny_static_model"]
 
 # A few sentences in several scripts so that the vocabulary covers the languages of the shared data.
 DEFAULT_TOKENIZER_CORPUS = (
@@ -159,3 +159,25 @@ def build_tiny_model(
         json.dumps({"seed": seed, "hidden_size": hidden_size, "architecture": architecture})
     )
     return str(output_dir)
+
+
+def build_tiny_static_model(
+    output_path: str | Path, tokenizer_source: str | Path, embedding_dim: int = 16
+) -> str:
+    """A random static-embedding model (``StaticEmbedding`` + ``Normalize``) on another tiny model's tokenizer.
+
+    Static models have no transformer and no length limit: their embedding table is the whole model.
+
+    Usage:
+        >>> folder = build_tiny_static_model(tmp / "static", build_tiny_model(tmp / "bert"))  # doctest: +SKIP
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(tokenizer_source) / "tokenizer.json"))
+    model = SentenceTransformer(
+        modules=[StaticEmbedding(tokenizer, embedding_dim=embedding_dim), Normalize()]
+    )
+    model.save(str(output_path))
+    return str(output_path)

@@ -18,18 +18,7 @@ sys.path.insert(0, str(ROOT / "examples" / "research"))
 import common  # noqa: E402  (examples/research/common.py)
 import size  # noqa: E402  (examples/research/size.py)
 
-from st_hybrid.testing import build_tiny_model  # noqa: E402
-
-
-def _tiny_static_model(folder: Path, tokenizer_source: str) -> str:
-    """A random static-embedding model (StaticEmbedding + Normalize) on the tiny BERT's vocabulary."""
-    from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(Path(tokenizer_source) / "tokenizer.json"))
-    model = SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=16), Normalize()])
-    model.save(str(folder))
-    return str(folder)
+from st_hybrid.testing import build_tiny_model, build_tiny_static_model  # noqa: E402
 
 
 def _config(tmp_path: Path, models: list[tuple[str, str, str]], shared_data: Path, strategies: str) -> Path:
@@ -79,7 +68,7 @@ def test_ladder_of_three_families_writes_tables_plots_and_docs_then_reuses_every
     tmp_path, tiny_model_path, shared_data, caplog
 ):
     mt5 = build_tiny_model(tmp_path / "tiny-mt5", architecture="mt5")
-    static = _tiny_static_model(tmp_path / "tiny-static", tiny_model_path)
+    static = build_tiny_static_model(tmp_path / "tiny-static", tiny_model_path)
     models = [
         (static, "tiny-static", "family: static, overrides: {freeze_embeddings: false, learning_rate: 0.2}"),
         (tiny_model_path, "tiny-bert", "family: BERT"),

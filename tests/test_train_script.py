@@ -299,3 +299,34 @@ def test_reproduce_pareto_fronts_over_merge_ratios():
     table = reproduce.pareto_table(curves)
     assert "| mono | 0, 1 | 0, 1 |" in table
     assert "On the front of all rows (mono vs multi_map): hybrid r=0.3, hybrid r=0.5, zero-shot" in table
+
+
+def test_static_embedding_model_trains_and_frozen_embeddings_are_refused(
+    tiny_model_path, shared_data, tmp_path
+):
+    """A static model has no length limit to set and no transformer: it trains with freeze_embeddings false,
+    and freeze_embeddings true (which would freeze the whole model) is refused with the fix."""
+    from st_hybrid.testing import build_tiny_static_model
+
+    static = build_tiny_static_model(tmp_path / "static", tiny_model_path)
+    flags = _flags(static, tmp_path / "run", shared_data, max_steps=2, save_steps=2, eval_max_articles=1)
+    results = train.main(
+        [
+            *flags,
+            "--freeze_embeddings",
+            "false",
+            "--learning_rate",
+            "0.2",
+            "--query_prompt",
+            "",
+            "--passage_prompt",
+            "",
+        ]
+    )
+    assert results["global_step"] == 2
+    assert not np.allclose(_embeddings(tmp_path / "run" / "model"), _embeddings(Path(static)))
+
+    with pytest.raises(SystemExit, match="freeze_embeddings: false"):
+        train.main(
+            [*_flags(static, tmp_path / "frozen", shared_data, max_steps=2), "--freeze_embeddings", "true"]
+        )

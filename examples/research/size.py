@@ -101,19 +101,6 @@ def settings(args) -> tuple[dict, dict]:
     return ladder, options
 
 
-def allow_length_on_static_embeddings() -> None:
-    """Let ``model.max_seq_length = n`` pass on static-embedding models, as a no-op.
-
-    ``train.py`` sets the evaluation and training truncation of every model; a ``StaticEmbedding`` never
-    truncates (its ``max_seq_length`` is infinite) but its property has no setter, so the assignment
-    raises. Giving it a setter that ignores the value keeps the model's behaviour exactly.
-    """
-    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
-
-    if StaticEmbedding.max_seq_length.fset is None:
-        StaticEmbedding.max_seq_length = StaticEmbedding.max_seq_length.setter(lambda self, value: None)
-
-
 def count_parameters(folder: Path) -> int | None:
     """Parameters of a local sentence-transformers folder, from its safetensors headers (nothing is loaded)."""
     from safetensors import safe_open
@@ -399,7 +386,6 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     clock = Clock()
-    allow_length_on_static_embeddings()
     ladder, options = settings(args)
     root = parse_run({k: v for k, v in options.items() if k != "model"}).output_dir
     docs = Path(args.docs_dir)
