@@ -89,9 +89,11 @@ def test_efficiency_script_writes_its_tables_and_reuses_caches(tiny_run, monkeyp
     assert list(results["models"]) == ["zero-shot", "mono", "hybrid"]
     for entry in results["models"].values():
         layouts = {row["setup"]: row for row in entry["layouts"]}
-        # Exact per-language indexes merged by score rank exactly like the shared exact index.
+        # Exact per-language indexes merged by score rank like the shared exact index; only the order of
+        # tied scores may differ (a tiny bf16 model has ties; the exact property is in test_serving.py).
         for metric in ("map@20", "ndcg@10", "recall@20", "rank_distance@20"):
-            assert layouts["per-language:flat:score"][metric] == pytest.approx(layouts["shared:flat"][metric])
+            shared = layouts["shared:flat"][metric]
+            assert layouts["per-language:flat:score"][metric] == pytest.approx(shared, rel=1e-3, abs=1e-3)
         # Top-20 lists cannot beat the full-depth ranking of the same embeddings.
         assert layouts["shared:flat"]["map@20"] <= entry["exact"]["multi_map"] + 1e-9
         compression = {row["setup"]: row for row in entry["compression"]}
