@@ -521,6 +521,19 @@ def model_labels(settings: Settings) -> list[str]:
     return ["zero-shot", *settings.strategies]
 
 
+def _search_inputs(settings) -> dict:
+    """The settings every cached search result depends on (index options, rescoring, latency sampling)."""
+    return {
+        "index": settings.index_options,
+        "rescore_multiplier": settings.rescore_multiplier,
+        "latency": [
+            settings.latency_single_queries,
+            settings.latency_batch_queries,
+            settings.latency_repeats,
+        ],
+    }
+
+
 def run(settings: Settings, model: str | None = None) -> dict:
     """Every experiment for every model; results cached; the doc and plots rewritten as results land."""
     root = Path(settings.output_dir)
@@ -572,13 +585,7 @@ def run(settings: Settings, model: str | None = None) -> dict:
                 "embeddings": key,
                 "specs": specs,
                 "depth": settings.depth,
-                "index": settings.index_options,
-                "rescore_multiplier": settings.rescore_multiplier,
-                "latency": [
-                    settings.latency_single_queries,
-                    settings.latency_batch_queries,
-                    settings.latency_repeats,
-                ],
+                **_search_inputs(settings),
             }
             entry[experiment] = cached_json(
                 root / experiment / f"{label}.json",
@@ -597,13 +604,7 @@ def run(settings: Settings, model: str | None = None) -> dict:
             "specs": settings.scale_setups,
             "copies": settings.scale_copies,
             "noise": settings.scale_noise,
-            "index": settings.index_options,
-            "rescore_multiplier": settings.rescore_multiplier,
-            "latency": [
-                settings.latency_single_queries,
-                settings.latency_batch_queries,
-                settings.latency_repeats,
-            ],
+            **_search_inputs(settings),
         }
         results["scale"] = cached_json(
             root / "scale.json",
