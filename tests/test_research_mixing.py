@@ -8,6 +8,7 @@ cache (a second run trains nothing) are the real ones.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -126,3 +127,156 @@ def test_sweep_writes_tables_plot_and_docs_then_reuses_every_cell(
     text = (docs / "mixing.md").read_text()
     assert "0 of 10 training runs trained now" in text and "--render-only" not in text
     assert [path.stat().st_mtime_ns for path in results] == stamps
+
+
+# -- the strategy comparison (research.compare): reuses the sweep's trained runs -----------------------
+COMPARE = (
+    "  compare:\n    mono: {strategy: hybrid, alpha: 1}\n    cross: {strategy: hybrid, alpha: 0}\n"
+    "    hybrid: {strategy: hybrid, alpha: 0.5}\n    mixed: {strategy: mixed, alpha: 0.5}\n"
+)
+
+
+def test_compare_cells_are_the_sweeps_runs_with_the_same_overrides(tmp_path):
+    sweep = {
+        "strategies": ["hybrid", "mixed"],
+        "alphas": [0.0, 0.5, 1.0],
+        "seeds": [1, 2],
+        "merge_ratios": [0.25, 0.5],
+        "merge_alphas": [],
+        "compare": {
+            "mono": {"strategy": "hybrid", "alpha": 1.0},
+            "cross": {"strategy": "mixed", "alpha": 0.0},  # alpha 0 is the shared run, trained as hybrid
+            "hybrid": {"strategy": "hybrid", "alpha": 0.5},
+            "mixed": {"strategy": "mixed", "alpha": 0.5},
+        },
+    }
+    sweep_runs = {(c.overrides["output_dir"]): c.overrides for c in mixing.build_cells(sweep, tmp_path)}
+    cells = mixing.compare_cells(sweep, tmp_path)
+    assert [c.label for c in cells] == ["mono", "cross", "hybrid", "mixed"] * 2
+    for cell in cells:  # the same overrides as the sweep's run in that folder: the same cache key
+        assert cell.overrides == sweep_runs[cell.overrides["output_dir"]]
+        assert cell.merge_ratios == (0.25, 0.5)
+    assert cells[1].overrides["output_dir"].endswith("cross_only_a0/seed1")
+    assert cells[1].overrides["strategy"] == "hybrid"
+    assert cells[0].overrides["output_dir"].endswith("hybrid_a1/seed1")
+
+
+def test_strategies_config_trains_with_exactly_the_mixing_configs_options():
+    research, options = common.load_config(ROOT / "examples/configs/research_strategies_cpu.yaml")
+    _, mixing_options = common.load_config(ROOT / "examples/configs/research_mixing_cpu.yaml")
+    assert options == mixing_options  # otherwise every run's cache key changes and all 12 runs retrain
+    assert research["train"] is False and set(research["compare"]) == {"mono", "cross", "hybrid", "mixed"}
+
+
+def _fingerprint(sizes, mtime):
+    return {"path": "/data/x", "files": {name: [size, mtime] for name, size in sizes.items()}}
+
+
+def test_only_data_modification_times_count_as_a_recopy():
+    def inputs(data_mtime=1, size=10, model_mtime=1, lr=1e-4):
+        return {
+            "options": {"learning_rate": lr},
+            "model": _fingerprint({"model.safetensors": 99}, model_mtime),
+            "train_data": [_fingerprint({"en.json": size}, data_mtime)],
+            "evaluation": {"eval_data": _fingerprint({"en.json": 5}, data_mtime), "eval_name": "x"},
+        }
+
+    stored = inputs()
+    assert mixing.recopied_data_only(stored, inputs(data_mtime=2))
+    assert not mixing.recopied_data_only(stored, inputs())  # nothing changed: a plain cache hit
+    assert not mixing.recopied_data_only(stored, inputs(data_mtime=2, size=11))  # a file changed size
+    assert not mixing.recopied_data_only(stored, inputs(data_mtime=2, model_mtime=2))  # a rebuilt model
+    assert not mixing.recopied_data_only(stored, inputs(data_mtime=2, lr=3e-5))  # a changed setting
+
+
+def test_best_ratio_pareto_verdict_and_difference_rows():
+    def row(mono, cross, multi, rank, std=0.01):
+        values = {"mono_map": mono, "cross_map": cross, "multi_map": multi, "rank_distance": rank}
+        return {
+            m: {"mean": v, "std": std if m != "rank_distance" else 1.0, "n": 3} for m, v in values.items()
+        }
+
+    summary = {
+        "zero-shot": {**row(0.80, 0.70, 0.40, 140), **{}},
+        "hybrid": row(0.75, 0.70, 0.57, 70),
+        "hybrid r=0.5": row(0.79, 0.74, 0.59, 68),  # best mean mAP of hybrid
+        "mono": row(0.76, 0.69, 0.50, 90),
+        "mono r=0.5": row(0.78, 0.72, 0.52, 85),
+    }
+    rows = mixing.ratio_rows(summary, ["hybrid", "mono"], [0.5])
+    assert list(rows) == ["zero-shot", "hybrid r=0.5", "hybrid r=1", "mono r=0.5", "mono r=1"]
+    assert mixing.best_ratios(rows, ["hybrid", "mono"]) == {"hybrid": "hybrid r=0.5", "mono": "mono r=0.5"}
+    lines, verdict = mixing.pareto_verdict(mixing.strategy_curves(rows, ["hybrid", "mono"]))
+    # hybrid r=0.5 beats every mono point on both axes; zero-shot keeps the best mono mAP.
+    assert verdict == {"multi_map": ["hybrid r=0.5"], "rank_distance": ["hybrid r=0.5"]}
+    assert (
+        lines[0]
+        == "- mono mAP vs multi mAP: the front is zero-shot, hybrid r=0.5; hybrid is on it (hybrid r=0.5)."
+    )
+    summary["mono r=0.5"] = row(0.80, 0.75, 0.60, 60)  # now mono dominates every hybrid point
+    rows = mixing.ratio_rows(summary, ["hybrid", "mono"], [0.5])
+    _, verdict = mixing.pareto_verdict(mixing.strategy_curves(rows, ["hybrid", "mono"]))
+    assert verdict == {"multi_map": [], "rank_distance": []}
+
+
+def _copy_data(shared_data: Path, target: Path) -> Path:
+    """The slices of MLQA-R / XQuAD-R the tiny config reads, copied so their modification times can change."""
+    import shutil
+
+    for name, languages in (("mlqa-r", ["en", "de", "es"]), ("xquad-r", ["en", "de"])):
+        (target / name).mkdir(parents=True)
+        for language in languages:
+            shutil.copy2(shared_data / name / f"{language}.json", target / name / f"{language}.json")
+    return target
+
+
+@pytest.mark.slow
+def test_strategy_comparison_reuses_the_sweeps_runs_and_adopts_recopied_data(
+    tmp_path, tiny_model_path, shared_data, caplog
+):
+    data = _copy_data(shared_data, tmp_path / "data")
+    sweep = "  alphas: [0, 0.5, 1]\n  seeds: [1, 2]\n  merge_ratios: []\n"
+    config = _config(tmp_path, tiny_model_path, data, sweep)
+    docs = tmp_path / "docs"
+    mixing.main(["--config", str(config), "--docs-dir", str(docs)])  # the sweep: 10 runs trained
+    results = sorted((tmp_path / "grid").glob("*/seed*/results.json"))
+    stamps = [path.stat().st_mtime_ns for path in results]
+
+    compare = _config(
+        tmp_path, tiny_model_path, data, sweep.replace("[]", "[0.5]") + "  train: false\n" + COMPARE
+    )
+    compare = compare.rename(tmp_path / "strategies.yaml")
+    argv = ["--config", str(compare), "--docs-dir", str(docs)]
+    with caplog.at_level(logging.INFO):
+        summary = mixing.main(argv)
+    assert [path.stat().st_mtime_ns for path in results] == stamps  # nothing retrained
+    assert caplog.text.count("Reusing grid cell") == 8 and "Recomputing" not in caplog.text
+    names = ["mono", "cross", "hybrid", "mixed"]
+    assert set(summary) == {"zero-shot", *names, *(f"{n} r=0.5" for n in names)}
+    assert all(summary[f"{n} r=0.5"]["multi_map"]["n"] == 2 for n in names)
+    assert len(list((tmp_path / "grid").glob("*/seed*/merged/r0.5/*_metrics.json"))) == 8
+    text = (docs / "strategies.md").read_text()
+    assert "SUBSET" in text and "**Each strategy at its best ratio**" in text
+    assert "| hybrid r=1 − mono r=1 |" in text and "hybrid is " in text
+    for image in ("strategies_pareto.png", "strategies_merge_curves.png"):
+        assert (docs / "img" / image).stat().st_size > 10_000
+    assert "| mono r=0.5 | " in (tmp_path / "grid" / "strategies.md").read_text()
+
+    # The data folders re-copied (same files, new modification times): refused, then adopted with the flag.
+    for file in data.rglob("*.json"):
+        os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 10**9))
+    listing = mixing.main([*argv, "--dry-run"])
+    assert {entry["state"] for entry in listing} == {"recopied"}
+    with pytest.raises(SystemExit, match=r"research.train is false, but 8 runs would train"):
+        mixing.main(argv)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        again = mixing.main([*argv, "--adopt-recopied-data"])
+    assert [path.stat().st_mtime_ns for path in results] == stamps
+    assert caplog.text.count("Adopting ") == 8 and "Recomputing grid cell" not in caplog.text
+    assert {k: v["multi_map"]["mean"] for k, v in again.items()} == pytest.approx(
+        {k: v["multi_map"]["mean"] for k, v in summary.items()}
+    )
+    text = (docs / "strategies.md").read_text()
+    assert "8 runs adopted after a re-copy" in text
+    assert "Zero-shot re-evaluated on the re-copied data: largest difference to the stored metrics 0." in text

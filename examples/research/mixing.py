@@ -11,6 +11,13 @@ same training distribution), so that point is trained once and drawn on both lin
 differ: ``hybrid`` batches hold one language each (X-X-mono), ``mixed`` batches hold monolingual pairs of
 several languages (X-X), so both are trained.
 
+With ``research.compare`` (``research_strategies_cpu.yaml``) the script instead compares named strategies, each
+a run of the sweep (``mono`` = hybrid at alpha 1, ``cross`` = the alpha 0 run, ...), merged with the base at
+every ``merge_ratios`` value: each at its best ratio, the differences against the seed spread and the Pareto
+fronts go to ``<output_dir>/strategies.{md,json}``, ``<docs-dir>/strategies.md`` and
+``<docs-dir>/img/strategies_{pareto,merge_curves}.png``. It reuses the sweep's trained runs (same overrides, same
+cache keys); ``research.train: false`` refuses to train, ``--dry-run`` lists what would be reused or trained.
+
 Every run is cached (``examples/reproduce.py``'s grid), so an interrupted command resumes where it stopped,
 and the tables are rewritten after every run. Writes ``<output_dir>/mixing.{md,json}``,
 ``<docs-dir>/mixing.md`` (between the generated-results markers; the rest of the file is kept) and
@@ -19,6 +26,8 @@ and the tables are rewritten after every run. Writes ``<output_dir>/mixing.{md,j
 Usage:
     python examples/research/mixing.py --config examples/configs/research_mixing_cpu.yaml
     python examples/research/mixing.py --config examples/configs/research_mixing_gpu.yaml --model intfloat/multilingual-e5-base
+    python examples/research/mixing.py --config examples/configs/research_strategies_cpu.yaml --dry-run
+    python examples/research/mixing.py --config examples/configs/research_strategies_cpu.yaml --adopt-recopied-data
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ sys.path.insert(0, str(EXAMPLES))
 import reproduce  # noqa: E402  (examples/reproduce.py: the cached grid, summaries and tables)
 import train  # noqa: E402  (examples/train.py)
 
-from st_hybrid.io import write_json, write_text  # noqa: E402
+from st_hybrid.io import content_hash, write_json, write_text  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 STRATEGIES = ("hybrid", "mixed")
 SHARED = "hybrid = mixed a=0"  # the alpha = 0 endpoint: all cross-lingual rows, one training distribution
@@ -64,7 +75,23 @@ def parse_args(argv=None):
     parser.add_argument(
         "--merge-ratios", type=_csv(float), help="overrides research.merge_ratios ('' for none)"
     )
+    parser.add_argument(
+        "--merge-alphas",
+        type=_csv(float),
+        help="overrides research.merge_alphas: the alphas whose runs are merged",
+    )
     parser.add_argument("--docs-dir", default="docs/research", help="where mixing.md and img/ go")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list which runs would be reused or trained and which merges are stored, then stop",
+    )
+    parser.add_argument(
+        "--adopt-recopied-data",
+        action="store_true",
+        help="reuse runs whose only changed inputs are the modification times of data files with unchanged "
+        "names and sizes (a re-copied ../shared); each adopted record is logged and keeps its old hash",
+    )
     parser.add_argument(
         "--render-only",
         action="store_true",
@@ -82,18 +109,31 @@ def settings(args) -> tuple[dict, dict]:
         "seeds": [int(s) for s in research.get("seeds", [1, 2, 3])],
         "merge_ratios": [float(r) for r in research.get("merge_ratios", [])],
         "merge_alphas": [float(a) for a in research.get("merge_alphas", [0.5])],
+        "compare": {
+            str(name): {"strategy": str(run["strategy"]), "alpha": float(run["alpha"])}
+            for name, run in (research.get("compare") or {}).items()
+        },
+        "train": bool(research.get("train", True)),
     }
+    if args.merge_alphas is not None:
+        sweep["merge_alphas"] = args.merge_alphas
     for key in ("alphas", "seeds", "merge_ratios"):
         if getattr(args, key) is not None:
             sweep[key] = getattr(args, key)
     unknown = sorted(set(sweep["strategies"]) - set(STRATEGIES))
     bad_alphas = [a for a in sweep["alphas"] if not 0 <= a <= 1]
     bad_ratios = [r for r in sweep["merge_ratios"] if not 0 < r < 1]
-    if unknown or bad_alphas or bad_ratios or not sweep["alphas"] or not sweep["seeds"]:
+    bad_compare = [
+        name
+        for name, run in sweep["compare"].items()
+        if run["strategy"] not in sweep["strategies"] or not 0 <= run["alpha"] <= 1
+    ]
+    if unknown or bad_alphas or bad_ratios or bad_compare or not sweep["alphas"] or not sweep["seeds"]:
         raise SystemExit(
             f"{args.config}: research.strategies must be among {list(STRATEGIES)} (got {unknown or 'ok'}), "
             f"alphas in [0, 1] (got {bad_alphas or 'ok'}), merge_ratios strictly between 0 and 1 (got "
-            f"{bad_ratios or 'ok'}), with at least one alpha and one seed."
+            f"{bad_ratios or 'ok'}), each research.compare entry a strategy of research.strategies with an "
+            f"alpha in [0, 1] (got {bad_compare or 'ok'}), with at least one alpha and one seed."
         )
     if args.model:
         options["model"] = args.model
@@ -116,17 +156,135 @@ def build_cells(sweep: dict, root: Path) -> list[reproduce.Cell]:
                 row = label(strategy, alpha, sweep)
                 if row == SHARED and strategy != sweep["strategies"][0]:
                     continue  # trained once, drawn on both lines
-                folder = "cross_only_a0" if row == SHARED else f"{strategy}_a{alpha:g}"
                 merges = tuple(sweep["merge_ratios"]) if alpha in sweep["merge_alphas"] else ()
-                overrides = {
-                    "strategy": strategy,
-                    "alpha": alpha,
-                    "seed": seed,
-                    "evaluate_before": False,
-                    "output_dir": str(root / folder / f"seed{seed}"),
-                }
-                cells.append(reproduce.Cell(row, overrides, merges))
+                cells.append(reproduce.Cell(row, run_overrides(strategy, alpha, seed, sweep, root), merges))
     return cells
+
+
+def run_overrides(strategy: str, alpha: float, seed: int, sweep: dict, root: Path) -> dict:
+    """One run's config overrides; the alpha = 0 run is the shared one, trained as the sweep's first strategy.
+
+    The strategy comparison (:func:`compare_cells`) builds its runs here too, so their cache keys are the
+    sweep's and a comparison over trained runs trains nothing.
+    """
+    shared = alpha == 0 and len(sweep["strategies"]) > 1
+    return {
+        "strategy": sweep["strategies"][0] if shared else strategy,
+        "alpha": alpha,
+        "seed": seed,
+        "evaluate_before": False,
+        "output_dir": str(root / ("cross_only_a0" if shared else f"{strategy}_a{alpha:g}") / f"seed{seed}"),
+    }
+
+
+def compare_cells(sweep: dict, root: Path) -> list[reproduce.Cell]:
+    """The strategy comparison: one cell per ``research.compare`` name and seed (seed-major), every merge ratio.
+
+    Each name points at a run of the sweep (e.g. ``mono: {strategy: hybrid, alpha: 1}``), so the cells reuse
+    its trained models; rows are labelled by the name (``"mono"``, ``"mono r=0.5"``).
+    """
+    return [
+        reproduce.Cell(
+            name,
+            run_overrides(run["strategy"], run["alpha"], seed, sweep, root),
+            tuple(sweep["merge_ratios"]),
+        )
+        for seed in sweep["seeds"]
+        for name, run in sweep["compare"].items()
+    ]
+
+
+# -- reuse of trained runs ---------------------------------------------------------------------------
+def _json(value):
+    return json.loads(json.dumps(value, default=str))  # as cached_json compares: after a JSON round trip
+
+
+def _sizes(fingerprint):
+    """A path fingerprint without modification times: its resolved path and each file's size."""
+    if not (isinstance(fingerprint, dict) and "files" in fingerprint):
+        return fingerprint
+    return {
+        "path": fingerprint.get("path"),
+        "sizes": {name: stat[0] for name, stat in fingerprint["files"].items()},
+    }
+
+
+def recopied_data_only(stored: dict, current: dict) -> bool:
+    """Whether a run's stored inputs differ from ``current`` only in the modification times of its data files.
+
+    That is what a re-copied data folder (same files, same sizes, new mtimes) looks like. The model's
+    fingerprint, the options and the training arguments must be equal, so a rebuilt model or a changed
+    setting still retrains.
+    """
+
+    def data_free(inputs: dict) -> dict:
+        stripped = json.loads(json.dumps(inputs))
+        stripped.pop("train_data", None)
+        stripped.get("evaluation", {}).pop("eval_data", None)
+        return stripped
+
+    def data(inputs: dict) -> list:
+        return [_sizes(f) for f in inputs.get("train_data") or []] + [
+            _sizes(inputs.get("evaluation", {}).get("eval_data"))
+        ]
+
+    return stored != current and data_free(stored) == data_free(current) and data(stored) == data(current)
+
+
+def cache_status(cells, parse) -> list[dict]:
+    """Per cell: its label, folder and whether it is ``"reused"``, ``"recopied"`` (see :func:`recopied_data_only`)
+    or ``"train"`` (with ``why``), and how many of its merges have a stored report."""
+    status = []
+    for cell in cells:
+        arguments = parse(cell.overrides)
+        folder = arguments.output_dir
+        record = folder / "results.inputs.json"
+        current = _json(train.run_inputs(arguments))
+        entry = {"label": cell.label, "folder": str(folder), "inputs": current, "record": record}
+        if not (folder / "model" / "modules.json").exists() or not (folder / "results.json").exists():
+            entry.update(state="train", why="no finished run")
+        elif not record.exists():
+            entry.update(state="train", why=f"{record.name} is missing")
+        else:
+            stored = json.loads(record.read_text())
+            if stored.get("hash") == content_hash(current):
+                entry.update(state="reused", why="same inputs")
+            elif recopied_data_only(stored.get("inputs", {}), current):
+                entry.update(state="recopied", why="only the data files' modification times changed")
+            else:
+                changed = [k for k in current if stored.get("inputs", {}).get(k) != current[k]]
+                entry.update(state="train", why=f"inputs changed: {', '.join(changed) or 'format'}")
+        stored_merges = [r for r in cell.merge_ratios if (folder / "merged" / f"r{r:g}").is_dir()]
+        entry["merges"] = f"{len(stored_merges)} of {len(cell.merge_ratios)} merges stored"
+        status.append(entry)
+    return status
+
+
+def adopt(status: list[dict]) -> list[str]:
+    """Re-record the ``"recopied"`` runs under their current inputs (the old hash kept in the record)."""
+    adopted = []
+    for entry in status:
+        if entry["state"] != "recopied":
+            continue
+        old = json.loads(entry["record"].read_text())
+        write_json(
+            entry["record"],
+            {
+                "hash": content_hash(entry["inputs"]),
+                "inputs": entry["inputs"],
+                "adopted": {"from_hash": old.get("hash"), "reason": entry["why"]},
+            },
+        )
+        logger.warning("Adopting %s (%s): %s", entry["label"], entry["folder"], entry["why"])
+        entry["state"] = "reused"
+        adopted.append(entry["folder"])
+    return adopted
+
+
+def describe_status(status: list[dict]) -> str:
+    return "\n".join(
+        f"{e['state']:>8}  {e['label']:<22} {e['folder']}  ({e['why']}; {e['merges']})" for e in status
+    )
 
 
 def curves(summary: dict, sweep: dict) -> dict[str, list[tuple[float, str]]]:
@@ -230,6 +388,188 @@ def plot_alpha(summary: dict, sweep: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# -- the strategy comparison (research.compare) -------------------------------------------------------
+BEST_RULE = (
+    "the merge ratio with the highest mean of mono, cross and multi mAP (seed means; r = 1 is the trained "
+    "model, r = 0 the shared zero-shot model, not a candidate)"
+)
+
+
+def ratio_rows(summary: dict, names: list[str], ratios: list[float]) -> dict[str, dict]:
+    """``"<name> r=<ratio>"`` -> seed statistics, per name in order, merges then r = 1 (the trained model)."""
+    rows = {"zero-shot": summary["zero-shot"]} if "zero-shot" in summary else {}
+    for name in names:
+        for ratio in [*sorted(ratios), 1.0]:
+            source = name if ratio == 1 else f"{name} r={ratio:g}"
+            if source in summary:
+                rows[f"{name} r={ratio:g}"] = summary[source]
+    return rows
+
+
+def mean_map(stats: dict) -> float:
+    return sum(stats[m]["mean"] for m in ("mono_map", "cross_map", "multi_map")) / 3
+
+
+def best_ratios(rows: dict, names: list[str]) -> dict[str, str]:
+    """Per name, its row at the best merge ratio (:data:`BEST_RULE`); ties go to the smaller ratio."""
+    best = {}
+    for name in names:
+        candidates = [label for label in rows if label.startswith(f"{name} r=")]
+        if candidates:
+            best[name] = max(
+                candidates, key=lambda label: (round(mean_map(rows[label]), 10), -rows_ratio(label))
+            )
+    return best
+
+
+def rows_ratio(label: str) -> float:
+    return float(label.rpartition(" r=")[2])
+
+
+def strategy_curves(rows: dict, names: list[str]) -> dict[str, list[dict]]:
+    """Per name, its merge curve from r = 0 (zero-shot) to r = 1 (seed means), for the Pareto helpers."""
+    zero = [(0.0, "zero-shot")] if "zero-shot" in rows else []
+    curves = {}
+    for name in names:
+        points = zero + sorted((rows_ratio(label), label) for label in rows if label.startswith(f"{name} r="))
+        curves[name] = [
+            {"ratio": r, "row": label, **{m: rows[label][m]["mean"] for m in reproduce.COLUMNS}}
+            for r, label in points
+        ]
+    return curves
+
+
+def pareto_verdict(curves: dict[str, list[dict]], reference: str = "hybrid") -> tuple[list[str], dict]:
+    """Per front (mono vs multi mAP, mono vs rank distance): the rows on the front of every point, and
+    whether any of ``reference``'s trained or merged points is among them."""
+    points = {p["row"]: p for pts in curves.values() for p in pts}  # zero-shot once
+    lines, verdict = [], {}
+    for metric in reproduce.FRONTS:
+        front = reproduce.pareto_front(list(points.values()), metric)
+        ordered = sorted(front, key=lambda p: -p["mono_map"])
+        ours = [p["row"] for p in ordered if p["row"].startswith(f"{reference} r=")]
+        verdict[metric] = ours
+        axis = "multi mAP" if metric == "multi_map" else "rank distance"
+        lines.append(
+            f"- mono mAP vs {axis}: the front is {', '.join(p['row'] for p in ordered)}; {reference} is "
+            + (f"on it ({', '.join(ours)})." if ours else "not on it.")
+        )
+    return lines, verdict
+
+
+def plot_merge_curves(rows: dict, names: list[str], path: Path) -> None:
+    """Each metric against the merge ratio r, one line per strategy, seed standard deviation as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(reproduce.COLUMNS), figsize=(4.2 * len(reproduce.COLUMNS), 3.8))
+    for ax, metric in zip(axes, reproduce.COLUMNS):
+        for index, name in enumerate(names):
+            labels = (["zero-shot"] if "zero-shot" in rows else []) + [
+                label for label in rows if label.startswith(f"{name} r=")
+            ]
+            ratios = [0.0 if label == "zero-shot" else rows_ratio(label) for label in labels]
+            ax.errorbar(
+                [r + (index - 1.5) * 0.008 for r in ratios],  # a small offset keeps error bars apart
+                [rows[label][metric]["mean"] for label in labels],
+                yerr=[rows[label][metric]["std"] for label in labels],
+                marker="o",
+                capsize=3,
+                color=f"C{index}",
+                label=name,
+            )
+        ax.set_xlabel("merge ratio r (0 = zero-shot, 1 = trained)")
+        ax.set_title(METRIC_TITLES[metric], fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Merge curves per strategy, (1 - r)·base + r·trained (mean ± seed std)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render_strategies(
+    grid: dict, summary: dict, sweep: dict, options: dict, command: str, timing: str, notes: list[str]
+) -> str:
+    """The strategy comparison in markdown: all ratios, best ratios, differences, Pareto verdict, plots."""
+    base = parse_run(options)
+    names = list(sweep["compare"])
+    rows = ratio_rows(summary, names, sweep["merge_ratios"])
+    best = best_ratios(rows, names)
+    eval_name = base.evaluation.eval_name
+    pending = len(compare_cells(sweep, base.output_dir)) - sum(len(r) for r in grid.get("runs", {}).values())
+    training = base.training
+    runs = "; ".join(
+        f"{name} = the `{run['strategy']}` alpha {run['alpha']:g} runs "
+        f"(`{Path(run_overrides(run['strategy'], run['alpha'], 1, sweep, base.output_dir)['output_dir']).parent.name}/`)"
+        for name, run in sweep["compare"].items()
+    )
+    reference = "hybrid" if "hybrid" in best else names[0]
+    pairs = [(best[reference], best[name]) for name in names if name != reference and name in best]
+    same_ratio = [
+        (f"{reference} r={r:g}", f"{name} r={r:g}")
+        for r in [*sorted(sweep["merge_ratios"]), 1.0]
+        for name in names
+        if name != reference and f"{name} r={r:g}" in rows and f"{reference} r={r:g}" in rows
+    ]
+    to_zero = [(best[name], "zero-shot") for name in names if name in best and "zero-shot" in rows]
+    curves = strategy_curves(rows, names)
+    front_lines, _ = pareto_verdict(curves, reference) if best else ([], {})
+    lines = [
+        f"Command: `{command}`" + (f" ({pending} runs still to come: partial results)" if pending else ""),
+        "",
+        f"- Model: `{base.model.base_model_name or base.model.model}` (local: `{base.model.model}`).",
+        f"- Runs (trained by `make research-mixing`, reused here): {runs}. Seeds "
+        f"{', '.join(map(str, sweep['seeds']))}; every run {training.max_steps} steps x batch "
+        f"{training.per_device_train_batch_size}, lr {training.learning_rate:g}, on {', '.join(base.data.train_data)}.",
+        f"- Merges with the base model at r = {', '.join(f'{r:g}' for r in sweep['merge_ratios'])}: "
+        "(1 − r)·base + r·trained, no extra training.",
+        f"- Evaluation pool: **SUBSET** of {eval_name}, {grid['eval_pool']}.",
+        f"- Best ratio per strategy (rule fixed before the run): {BEST_RULE}.",
+        f"- Timing: {timing}.",
+        *(f"- {note}" for note in notes),
+        "",
+        f"**Every merge ratio** (SUBSET of {eval_name}; mean ± sample standard deviation over the seeds):",
+        "",
+        reproduce.markdown_table(rows, f"{eval_name} SUBSET"),
+        "",
+        f"**Each strategy at its best ratio** (SUBSET of {eval_name}):",
+        "",
+        reproduce.markdown_table(
+            {label: rows[label] for label in ["zero-shot", *best.values()] if label in rows},
+            f"{eval_name} SUBSET",
+        )
+        if best
+        else "(no results yet)",
+        "",
+        f"**{reference} against the others, each at its best ratio** (** = larger than the two rows' seed "
+        "standard deviations added; rank distance: negative is better):",
+        "",
+        reproduce.compare(rows, pairs) if pairs else "(no pair yet)",
+        "",
+        f"**{reference} against the others at the same ratio**:",
+        "",
+        reproduce.compare(rows, same_ratio) if same_ratio else "(no pair yet)",
+        "",
+        "**Each strategy's best ratio against the zero-shot model** (one deterministic run: only the strategy's "
+        "spread counts):",
+        "",
+        reproduce.compare(rows, to_zero) if to_zero else "(no pair yet)",
+        "",
+        "**Pareto fronts** over every point above (seed means; zero-shot included):",
+        "",
+        *front_lines,
+        "",
+        "![Pareto: mono mAP vs multi mAP and vs rank distance, each strategy's merge curve]"
+        "(img/strategies_pareto.png)",
+        "",
+        "![metrics against the merge ratio, per strategy](img/strategies_merge_curves.png)",
+    ]
+    return "\n".join(lines)
+
+
 def render(
     grid: dict, summary: dict, sweep: dict, options: dict, command: str, timing: str, image: str
 ) -> str:
@@ -280,6 +620,65 @@ def render(
     return "\n".join(lines)
 
 
+def prepare_cells(cells, parse, sweep: dict, adopt_recopied: bool) -> list[str]:
+    """Check the cache before any training: adopt re-copied data if asked, refuse to train if the config says so.
+
+    Returns notes for the report (what was adopted, and the check that the re-copied data is the same).
+    """
+    status = cache_status(cells, parse)
+    recopied = [e for e in status if e["state"] == "recopied"]
+    notes = []
+    if recopied and adopt_recopied:
+        # A content check before adopting: the training pairs rebuilt from today's files, as the runs recorded.
+        first = next(cell for cell in cells if cell.label == recopied[0]["label"])
+        recorded = json.loads((Path(recopied[0]["folder"]) / "results.json").read_text()).get("train_pairs")
+        rebuilt = len(train.build_pairs(parse(first.overrides)))
+        if recorded != rebuilt:
+            raise SystemExit(
+                f"--adopt-recopied-data: {recopied[0]['folder']} recorded {recorded} training pairs, the data "
+                f"now gives {rebuilt}: the data changed, not just its copy. Retrain (drop the flag)."
+            )
+        adopt(status)
+        notes.append(
+            f"{len(recopied)} runs adopted after a re-copy of the data folders (same files and sizes, new "
+            f"modification times; `--adopt-recopied-data`); the training pairs rebuilt from the copy: {rebuilt:,}, "
+            "as the runs recorded."
+        )
+    elif recopied:
+        logger.warning(
+            "%d runs differ from their records only in the data files' modification times (a re-copied data "
+            "folder); pass --adopt-recopied-data to reuse them instead of retraining.",
+            len(recopied),
+        )
+    to_train = [e for e in status if e["state"] != "reused"]
+    if to_train and not sweep["train"]:
+        raise SystemExit(
+            f"research.train is false, but {len(to_train)} runs would train:\n{describe_status(to_train)}\n"
+            "Train them first (make research-mixing), or pass --adopt-recopied-data where only the data "
+            "files' modification times changed."
+        )
+    return notes
+
+
+def _stored_zero_shot(root: Path) -> tuple[Path, dict, int] | None:
+    """The stored zero-shot report of the grid: its file, metrics and modification time (None if absent)."""
+    stored = sorted((root / "zero_shot").glob("*_metrics.json"))
+    if not stored:
+        return None
+    return stored[0], json.loads(stored[0].read_text())["metrics"], stored[0].stat().st_mtime_ns
+
+
+def _zero_shot_check(before: tuple[Path, dict, int] | None) -> list[str]:
+    """Whether the zero-shot metrics, re-evaluated on re-copied data, equal the stored ones."""
+    if before is None or not before[0].exists() or before[0].stat().st_mtime_ns == before[2]:
+        return []  # nothing stored before, or read back from cache: nothing was re-evaluated
+    after = json.loads(before[0].read_text())["metrics"]
+    gap = max(abs(after[m] - before[1][m]) for m in reproduce.COLUMNS)
+    return [
+        f"Zero-shot re-evaluated on the re-copied data: largest difference to the stored metrics {gap:.2g}."
+    ]
+
+
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -288,37 +687,72 @@ def main(argv=None):
     sweep, options = settings(args)
     base = parse_run(options)
     root = base.output_dir
-    cells = build_cells(sweep, root)
+    comparing = bool(sweep["compare"])
+    cells = compare_cells(sweep, root) if comparing else build_cells(sweep, root)
+    stem = "strategies" if comparing else "mixing"
     docs = Path(args.docs_dir)
-    image = docs / "img" / "mixing_alpha.png"
+    image = docs / "img" / f"{stem}_alpha.png"
     command = " ".join(["python", "examples/research/mixing.py", *argv])
 
-    def write(grid: dict, trained: int, timing: str | None = None, shown: str = command) -> dict:
+    def parse(overrides: dict):
+        return parse_run(options, overrides)
+
+    def write(grid: dict, trained: int, timing: str | None = None, shown: str = command, notes=()) -> dict:
         summary = reproduce.summarize(reproduce.metric_rows(grid["reports"]))
         done = sum(len(runs) for runs in grid["runs"].values())
         timing = timing or clock.describe(trained, done, len(cells))
-        block = render(grid, summary, sweep, options, shown, timing, f"img/{image.name}")
-        write_text(root / "mixing.md", block + "\n")
-        record = {"sweep": sweep, **grid, "summary": summary, "command": shown, "timing": timing}
-        write_json(root / "mixing.json", record)
-        write_doc_block(docs / "mixing.md", "Hybrid batches vs in-batch mixing across alpha", block)
-        plot_alpha(summary, sweep, image)
+        if comparing:
+            block = render_strategies(grid, summary, sweep, options, shown, timing, list(notes))
+            title = "Strategies at their best merge ratio: mono, cross, hybrid, mixed"
+            rows = ratio_rows(summary, list(sweep["compare"]), sweep["merge_ratios"])
+            curves = strategy_curves(rows, list(sweep["compare"]))
+            if any(len(points) > 1 for points in curves.values()):
+                (docs / "img").mkdir(parents=True, exist_ok=True)
+                reproduce.plot_pareto(curves, docs / "img" / "strategies_pareto.png")
+                plot_merge_curves(rows, list(sweep["compare"]), docs / "img" / "strategies_merge_curves.png")
+        else:
+            block = render(grid, summary, sweep, options, shown, timing, f"img/{image.name}")
+            title = "Hybrid batches vs in-batch mixing across alpha"
+            plot_alpha(summary, sweep, image)
+        write_text(root / f"{stem}.md", block + "\n")
+        record = {
+            "sweep": sweep,
+            **grid,
+            "summary": summary,
+            "command": shown,
+            "timing": timing,
+            "notes": list(notes),
+        }
+        write_json(root / f"{stem}.json", record)
+        write_doc_block(docs / f"{stem}.md", title, block)
         return summary
 
     if args.render_only:  # the tables of the last run, with its command and timing
-        stored = json.loads((root / "mixing.json").read_text())
+        stored = json.loads((root / f"{stem}.json").read_text())
         grid = {key: stored[key] for key in ("eval_pool", "reports", "runs", "trained")}
-        summary = write(grid, 0, stored.get("timing"), stored.get("command", command))
-        print(f"Rendered {docs / 'mixing.md'} and {image} from {root / 'mixing.json'}")
+        summary = write(
+            grid, 0, stored.get("timing"), stored.get("command", command), stored.get("notes", [])
+        )
+        print(f"Rendered {docs / f'{stem}.md'} from {root / f'{stem}.json'}")
         return summary
+    if args.dry_run:
+        status = cache_status(cells, parse)
+        print(describe_status(status))
+        recopied = sum(e["state"] == "recopied" for e in status)
+        print(
+            f"{sum(e['state'] == 'train' for e in status)} of {len(status)} runs would train"
+            + (f", and {recopied} more without --adopt-recopied-data." if recopied else ".")
+        )
+        return status
+    zero_before = _stored_zero_shot(root)
+    notes = prepare_cells(cells, parse, sweep, args.adopt_recopied_data)
     grid = reproduce.run_cells(
-        lambda overrides: parse_run(options, overrides),
-        cells,
-        on_cell=lambda grid: write(grid, len(grid["trained"])),
+        parse, cells, on_cell=lambda grid: write(grid, len(grid["trained"]), notes=notes)
     )
-    summary = write(grid, len(grid["trained"]))
-    print((root / "mixing.md").read_text())
-    print(f"Wrote {root / 'mixing.md'}, {docs / 'mixing.md'}, {image}")
+    notes += _zero_shot_check(zero_before if notes else None)
+    summary = write(grid, len(grid["trained"]), notes=notes)
+    print((root / f"{stem}.md").read_text())
+    print(f"Wrote {root / f'{stem}.md'}, {docs / f'{stem}.md'} and its plots under {docs / 'img'}")
     return summary
 
 
