@@ -12,12 +12,15 @@ Usage:
     python examples/train.py --config examples/configs/default.yaml --strategy mono --max_steps 50 --bf16 --use_cpu
     accelerate launch --multi_gpu --num_processes 2 examples/train.py --config ... --resume
     python examples/train.py --config ... --merge_ratio 0.5   # also save and evaluate the merge with the base
+    python examples/train.py --config ... --hard_negatives 1  # train on mined, language-aware hard negatives
 
 Outputs under ``output_dir``: ``checkpoints/``, ``model/`` (loads with plain ``SentenceTransformer``; its
 README is the model card), with ``--merge_ratio`` also ``model-merged/``, ``eval/{before,after,merged}/``
-(metrics JSON/CSV, pair matrix, heatmap) and ``results.json``. A used ``output_dir`` is refused unless
-``--resume`` (continue its last checkpoint) or ``--overwrite`` (start over) is given. The zero-shot evaluation
-in ``eval/before`` is reused only if the model, data, languages and prompts are unchanged.
+(metrics JSON/CSV, pair matrix, heatmap) and ``results.json``; with ``--hard_negatives N`` also
+``hard_negatives/`` (the pairs with negatives mined by the base model, reused while their inputs are unchanged).
+A used ``output_dir`` is refused unless ``--resume`` (continue its last checkpoint) or ``--overwrite`` (start
+over) is given. The zero-shot evaluation in ``eval/before`` is reused only if the model, data, languages and
+prompts are unchanged.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 
 from st_hybrid.data import is_tatoeba_folder
-from st_hybrid.io import cached_json, changed_inputs, path_fingerprint, write_json
+from st_hybrid.io import cached_json, changed_inputs, content_hash, path_fingerprint, write_json
+from st_hybrid.mining import LANGUAGE_MODES, negative_columns
 from st_hybrid.sampler import LANGUAGE_WEIGHTINGS, STRATEGIES
 
 logger = logging.getLogger("st_hybrid.train")
@@ -58,6 +62,9 @@ _NEW_OPTION_DEFAULTS = {
     "eval_tatoeba_direction": "eng-x",
     "eval_max_per_language": None,
 }
+# Where mined hard negatives come from (see MiningArguments); with hard_negatives 0 none of these options count.
+HARD_NEGATIVE_SOURCES = ("paragraphs", "passages")
+HARD_NEGATIVES_DIR = "hard_negatives"  # under output_dir: the mined pairs, keyed by their inputs
 HEADLINE_METRICS = ("mono_map", "cross_map", "multi_map", "rank_distance", "multi_ndcg@10", "multi_recall@10")
 LOSSES = ("mnrl", "cached_mnrl")
 
@@ -202,6 +209,96 @@ class LossArguments:
 
 
 @dataclass
+class MiningArguments:
+    """Hard negatives mined with the base model before training (st_hybrid.mining), never from a positive group."""
+
+    hard_negatives: int = field(
+        default=0,
+        metadata={
+            "help": "Mined hard negatives per training pair (columns negative, or negative_1..N), mined once "
+            "with the base model before training and cached under output_dir/hard_negatives; 0: none."
+        },
+    )
+    hard_negatives_language: str = field(
+        default="passage",
+        metadata={
+            "help": f"One of {', '.join(LANGUAGE_MODES)}: negatives in the pair's passage language (a mono "
+            "batch stays monolingual), or in any language."
+        },
+    )
+    hard_negatives_from: str = field(
+        default="paragraphs",
+        metadata={
+            "help": "paragraphs: every sentence of the LAReQA train_data paragraphs that is no question's "
+            "answer and no training text (keeps the sampler's positive groups); passages: the training "
+            "passages (other pairs' positives: the sampler joins their groups, on real data into one)."
+        },
+    )
+    hard_negatives_range_min: int = field(
+        default=0, metadata={"help": "Skip this many best candidates outside the positive group."}
+    )
+    hard_negatives_range_max: int | None = field(
+        default=None,
+        metadata={"help": "Search depth (default range_min + hard_negatives); raise it with margins."},
+    )
+    hard_negatives_absolute_margin: float | None = field(
+        default=None, metadata={"help": "Drop candidates scoring above the positive score minus this."}
+    )
+    hard_negatives_relative_margin: float | None = field(
+        default=None,
+        metadata={"help": "Drop candidates scoring above (1 - this) x the positive score, e.g. 0.05."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.hard_negatives < 0:
+            raise ValueError(
+                f"hard_negatives must be >= 0 (negatives mined per pair; 0: none), got {self.hard_negatives}."
+            )
+        if self.hard_negatives_language not in LANGUAGE_MODES:
+            raise ValueError(
+                f"hard_negatives_language must be one of {list(LANGUAGE_MODES)}, got "
+                f"{self.hard_negatives_language!r}."
+            )
+        if self.hard_negatives_from not in HARD_NEGATIVE_SOURCES:
+            raise ValueError(
+                f"hard_negatives_from must be one of {list(HARD_NEGATIVE_SOURCES)}, got {self.hard_negatives_from!r}."
+            )
+        if self.hard_negatives_range_min < 0:
+            raise ValueError(f"hard_negatives_range_min must be >= 0, got {self.hard_negatives_range_min}.")
+        depth = self.hard_negatives_range_min + self.hard_negatives
+        if self.hard_negatives_range_max is not None and self.hard_negatives_range_max < depth:
+            raise ValueError(
+                f"hard_negatives_range_max={self.hard_negatives_range_max} leaves fewer than hard_negatives="
+                f"{self.hard_negatives} ranks after hard_negatives_range_min={self.hard_negatives_range_min}: "
+                f"set it to at least {depth} or leave it unset."
+            )
+        for name in ("hard_negatives_absolute_margin", "hard_negatives_relative_margin"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0 or unset, got {value}.")
+        if self.hard_negatives_relative_margin is not None and self.hard_negatives_relative_margin >= 1:
+            raise ValueError(
+                f"hard_negatives_relative_margin must be below 1 (a share of the positive score, e.g. 0.05), "
+                f"got {self.hard_negatives_relative_margin}."
+            )
+        unused = [f.name for f in fields(self)[1:] if getattr(self, f.name) != f.default]
+        if not self.hard_negatives and unused:
+            logger.warning("hard_negatives is 0 (no mining): %s have no effect.", ", ".join(unused))
+
+    def mining_options(self) -> dict[str, Any]:
+        """The options that shape the mined negatives (the keyword names of mine_hard_negatives)."""
+        return {
+            "num_negatives": self.hard_negatives,
+            "language": self.hard_negatives_language,
+            "candidates": self.hard_negatives_from,
+            "range_min": self.hard_negatives_range_min,
+            "range_max": self.hard_negatives_range_max,
+            "absolute_margin": self.hard_negatives_absolute_margin,
+            "relative_margin": self.hard_negatives_relative_margin,
+        }
+
+
+@dataclass
 class EvaluationArguments:
     eval_data: str | None = field(
         default="../shared/data/xquad-r",
@@ -283,6 +380,7 @@ ARGUMENT_CLASSES = (
     DataArguments,
     BatchArguments,
     LossArguments,
+    MiningArguments,
     EvaluationArguments,
     MergeArguments,
     RunArguments,
@@ -298,6 +396,7 @@ class Arguments:
     data: DataArguments
     batches: BatchArguments
     loss: LossArguments
+    mining: MiningArguments
     evaluation: EvaluationArguments
     merge: MergeArguments
     run: RunArguments
@@ -306,7 +405,16 @@ class Arguments:
 
     def options(self) -> dict[str, Any]:
         """Our options as one flat dict (the YAML keys)."""
-        groups = (self.model, self.data, self.batches, self.loss, self.evaluation, self.merge, self.run)
+        groups = (
+            self.model,
+            self.data,
+            self.batches,
+            self.loss,
+            self.mining,
+            self.evaluation,
+            self.merge,
+            self.run,
+        )
         return {
             "output_dir": str(self.output_dir),
             **{k: v for group in groups for k, v in asdict(group).items()},
@@ -403,11 +511,45 @@ def parse_args(argv: list[str] | None = None, overrides: dict[str, Any] | None =
     if training.prompts is None:
         training.prompts = {"query": groups[0].query_prompt, "passage": groups[0].passage_prompt}
     arguments = Arguments(*groups, training=training, output_dir=output_dir)
+    if arguments.mining.hard_negatives:
+        _prompt_negatives(training, arguments.mining.hard_negatives)
+        problem = _hard_negative_source_problem(arguments)
+        if problem:
+            parser.error(problem)
     if training.push_to_hub and not training.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id user/name (the Hub repository to create or update).")
     if training.eval_strategy != "no" and not arguments.evaluation.eval_data:
         parser.error(f"eval_strategy={training.eval_strategy!r} needs eval_data (a LAReQA folder).")
     return arguments
+
+
+def _prompt_negatives(training: SentenceTransformerTrainingArguments, num_negatives: int) -> None:
+    """Mined negatives are passages: give their columns the passage prompt (a per-column dict names each column)."""
+    prompts = training.prompts
+    if isinstance(prompts, dict) and "passage" in prompts and isinstance(prompts["passage"], str):
+        for column in negative_columns(num_negatives):
+            prompts.setdefault(column, prompts["passage"])
+
+
+def _is_lareqa(source: str) -> bool:
+    path = Path(source)
+    if is_tatoeba_folder(path):
+        return False
+    return (path.is_dir() and any(path.glob("*.json"))) or (path.is_file() and path.suffix == ".json")
+
+
+def _hard_negative_source_problem(arguments: Arguments) -> str | None:
+    """Why the hard-negative candidates cannot be built from train_data (None when they can)."""
+    if arguments.mining.hard_negatives_from != "paragraphs":
+        return None
+    others = [source for source in arguments.data.train_data if not _is_lareqa(source)]
+    if not others:
+        return None
+    return (
+        f"hard_negatives_from=paragraphs mines from the paragraphs of LAReQA train_data (folders of "
+        f"<language>.json), and {others} are not LAReQA data. Train on LAReQA data only (e.g. "
+        "../shared/data/mlqa-r), or set hard_negatives_from: passages (the training passages)."
+    )
 
 
 RESUME_RECORD = "run.inputs.json"  # the settings of the run in an output_dir, checked by --resume
@@ -584,8 +726,9 @@ def build_evaluator(arguments: Arguments):
 
 
 def check_no_leakage(pairs, evaluator) -> None:
-    """Refuse to evaluate on text the model trained on: the scores would be inflated."""
-    passages = set(pairs["passage"]) & set(evaluator.candidate_texts)
+    """Refuse to evaluate on text the model trained on (passages and mined negatives): the scores would be inflated."""
+    passage_columns = ["passage", *(c for c in pairs.column_names if c.startswith("negative"))]
+    passages = {text for column in passage_columns for text in pairs[column]} & set(evaluator.candidate_texts)
     queries = set(pairs["query"]) & set(evaluator.query_texts)
     if passages or queries:
         raise SystemExit(
@@ -593,6 +736,181 @@ def check_no_leakage(pairs, evaluator) -> None:
             f"evaluation set {evaluator.name!r}, e.g. {sorted(passages or queries)[0][:80]!r}. Evaluate on "
             "data disjoint from training (e.g. train on MLQA-R, evaluate on XQuAD-R) or set eval_data: null."
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Hard negatives
+# ---------------------------------------------------------------------------------------------
+def hard_negative_corpus(arguments: Arguments) -> dict[str, list[str]] | None:
+    """The extra candidates of ``hard_negatives_from: paragraphs`` (None for ``passages``).
+
+    Every sentence of the LAReQA train_data paragraphs, in the languages trained on, except every question's
+    answer sentence (also those of pairs that max_train_pairs left out: a left-out translation of a pair's
+    answer would otherwise be mined as its negative). Mining also skips every training text
+    (``avoid_training_positives``), so no negative is another pair's positive.
+    """
+    if arguments.mining.hard_negatives_from != "paragraphs":
+        return None
+    from st_hybrid.mining import lareqa_corpus
+
+    texts, languages, answers = [], [], set()
+    for source in arguments.data.train_data:
+        table = _training_table(source, arguments.data)
+        if table is None:
+            continue
+        answers.update(table["answer"])
+        corpus = lareqa_corpus(source, languages=sorted(set(table["language"])))
+        texts += corpus["text"]
+        languages += corpus["language"]
+    keep = [i for i, text in enumerate(texts) if text not in answers]
+    return {"text": [texts[i] for i in keep], "language": [languages[i] for i in keep]}
+
+
+def mining_inputs(arguments: Arguments, pairs, corpus: dict | None) -> dict[str, Any]:
+    """Everything the mined negatives depend on: the key of the cached mined pairs.
+
+    The pairs and the corpus are keyed by their content, which covers the data files, languages, cross
+    partners, max_train_pairs and the seed that built them; the model by its files; the options by value.
+    """
+    return {
+        "model": path_fingerprint(arguments.model.model),
+        "max_seq_length": arguments.model.max_seq_length,
+        "prompts": [arguments.model.query_prompt, arguments.model.passage_prompt],
+        "pairs": content_hash(pairs.to_dict()),
+        "corpus": content_hash(corpus) if corpus is not None else None,
+        "options": arguments.mining.mining_options(),
+    }
+
+
+def mine_into(folder: Path, arguments: Arguments, pairs, model, corpus: dict | None) -> dict[str, Any]:
+    """Mine with ``model`` (at the training truncation), save the mined pairs to ``folder/pairs``; a summary."""
+    from st_hybrid import mining
+
+    options = arguments.mining
+    start = time.perf_counter()
+    with training_truncation(model, arguments.model.max_seq_length):
+        mined = mining.mine_hard_negatives(
+            pairs,
+            model,
+            language=options.hard_negatives_language,
+            num_negatives=options.hard_negatives,
+            range_min=options.hard_negatives_range_min,
+            range_max=options.hard_negatives_range_max,
+            absolute_margin=options.hard_negatives_absolute_margin,
+            relative_margin=options.hard_negatives_relative_margin,
+            corpus=corpus,
+            avoid_training_positives=corpus is not None,
+            query_prompt=arguments.model.query_prompt,
+            passage_prompt=arguments.model.passage_prompt,
+            batch_size=arguments.evaluation.eval_batch_size,
+        )
+    seconds = time.perf_counter() - start
+    if len(mined) == 0:
+        raise SystemExit(
+            f"Hard-negative mining kept none of the {len(pairs)} pairs (too few candidates outside their positive "
+            "groups): raise hard_negatives_range_max, lower the margins or hard_negatives, or set "
+            "hard_negatives_language: any."
+        )
+    # Written beside, then swapped in: an interrupted save never passes for the mined pairs.
+    partial, target = folder / ".pairs.partial", folder / "pairs"
+    shutil.rmtree(partial, ignore_errors=True)
+    mined.save_to_disk(str(partial))
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return {
+        "num_negatives": options.hard_negatives,
+        "columns": negative_columns(options.hard_negatives),
+        "options": options.mining_options(),
+        "candidates": (
+            f"{len(set(corpus['text']))} distinct paragraph sentences of the training data that are no "
+            "answer and no training text"
+            if corpus is not None
+            else "the training passages"
+        ),
+        "pairs_before": len(pairs),
+        "pairs": len(mined),
+        # HybridBatchSampler's no-repeat unit: a negative that is another pair's text joins their groups.
+        "positive_groups": {"before": count_positive_groups(pairs), "after": count_positive_groups(mined)},
+        "mined_with": arguments.model.model,
+        "seconds": round(seconds, 1),
+    }
+
+
+def count_positive_groups(pairs) -> int:
+    """How many positive groups HybridBatchSampler sees in ``pairs`` (negatives included)."""
+    from st_hybrid.sampler import PairMetadata
+
+    table = pairs.with_format("arrow")[:]  # the rows as selected (``pairs.data`` ignores a selection)
+    metadata = PairMetadata.from_columns({name: table.column(name) for name in table.column_names})
+    return len(set(metadata.group.tolist()))
+
+
+def with_hard_negatives(arguments: Arguments, pairs, model) -> tuple[Any, dict[str, Any]]:
+    """The pairs with mined negatives, and a summary; mined once per inputs, then loaded from output_dir.
+
+    The main process mines (or reuses the cached result); the other processes wait for it and load it.
+    """
+    from accelerate import PartialState
+    from datasets import load_from_disk
+
+    state = PartialState()
+    folder = arguments.output_dir / HARD_NEGATIVES_DIR
+    summary_file = folder / "summary.json"
+    mined_now = []
+    if state.is_main_process:
+        corpus = hard_negative_corpus(arguments)
+        if not (folder / "pairs").is_dir():
+            summary_file.unlink(missing_ok=True)  # its pairs are gone: mine again
+
+        def mine() -> dict[str, Any]:
+            mined_now.append(True)
+            return mine_into(folder, arguments, pairs, model, corpus)
+
+        cached_json(summary_file, mining_inputs(arguments, pairs, corpus), mine, "mined hard negatives")
+    wait_for_everyone()
+    summary = {**json.loads(summary_file.read_text()), "path": str(folder / "pairs")}
+    summary["reused"] = not mined_now if state.is_main_process else None
+    groups, step = summary["positive_groups"]["after"], arguments.training.per_device_train_batch_size
+    step *= arguments.training.world_size
+    if groups < step:
+        raise SystemExit(
+            f"The mined negatives join the {summary['pairs']} pairs into {groups} positive group(s) (before mining: "
+            f"{summary['positive_groups']['before']}), fewer than one step needs ({step} rows): a negative mined from "
+            "the training passages is another pair's positive, so the sampler can never batch the two pairs "
+            "together. Set hard_negatives_from: paragraphs (LAReQA train_data), or lower batch_size."
+        )
+    mined = load_from_disk(str(folder / "pairs"))
+    logger.info(
+        "Hard negatives: %d per pair from %s (%s), %d of %d pairs kept%s",
+        summary["num_negatives"],
+        summary["candidates"],
+        arguments.mining.hard_negatives_language,
+        summary["pairs"],
+        summary["pairs_before"],
+        " (cached)" if summary["reused"] else "",
+    )
+    return mined, summary
+
+
+def hard_negative_notes(summary: dict[str, Any]) -> str:
+    """The model card's paragraph on how the negatives were mined."""
+    options = summary["options"]
+    where = {"passage": "in the language of the pair's passage", "any": "in any language"}[
+        options["language"]
+    ]
+    limits = ", ".join(
+        f"{name} {options[name]}"
+        for name in ("range_min", "range_max", "absolute_margin", "relative_margin")
+        if options[name] not in (None, 0)
+    )
+    return (
+        f"**Hard negatives.** Each training pair had {summary['num_negatives']} mined hard negative(s), "
+        f"mined with the base model before training by `st_hybrid.mining.mine_hard_negatives` (faiss): "
+        f"the best-scoring candidates {where}, from {summary['candidates']}, never a "
+        "text of the pair's positive group (its translations, the same answer sentence, repeated texts)"
+        f"{f' ({limits})' if limits else ''}. {summary['pairs']} of {summary['pairs_before']} pairs got "
+        "enough negatives and were trained on."
+    )
 
 
 def build_loss(arguments: Arguments, model):
@@ -667,6 +985,10 @@ def run_inputs(arguments: Arguments) -> dict[str, Any]:
     for key, default in _NEW_OPTION_DEFAULTS.items():
         if options.get(key) == default:
             options.pop(key)
+    # Without mining its options change nothing: left out, so caches of runs made before they existed stay valid.
+    if not arguments.mining.hard_negatives:
+        for name in (f.name for f in fields(MiningArguments)):
+            options.pop(name)
     training = arguments.training.to_dict()
     return {
         "options": options,
@@ -711,7 +1033,7 @@ def format_table(reports: dict[str, dict | None]) -> str:
 
 
 def prepare_output_dir(arguments: Arguments) -> None:
-    """With --overwrite, delete the previous run's outputs (keyed caches such as eval/before stay)."""
+    """With --overwrite, delete the previous run's outputs (keyed caches, eval/before and hard_negatives, stay)."""
     if not arguments.run.overwrite:
         return
     for name in ("checkpoints", "model", "model-merged", "eval/after", "eval/merged", "results.json"):
@@ -728,6 +1050,24 @@ def prepare_output_dir(arguments: Arguments) -> None:
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
+def wait_for_everyone() -> None:
+    """A barrier across the run's processes (a no-op in a single process).
+
+    On CPU, ``accelerate launch --multi_gpu`` processes get their gloo group from transformers (ddp_backend),
+    and accelerate's ``PartialState`` then reports no distributed setup: its ``wait_for_everyone`` would
+    return at once, so the group's own barrier is used.
+    """
+    import torch.distributed as dist
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    state = PartialState()
+    if state.distributed_type != DistributedType.NO:
+        state.wait_for_everyone()
+    elif dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 def run(arguments: Arguments) -> dict | None:
     """Train, evaluate before/after (and the merge), save models + cards + metrics; return the results dict."""
     from accelerate import PartialState
@@ -738,7 +1078,7 @@ def run(arguments: Arguments) -> dict | None:
     # anyone writes to it.
     check_output_dir(arguments)
     state = PartialState()
-    state.wait_for_everyone()
+    wait_for_everyone()
     output_dir, training = arguments.output_dir, arguments.training
     pairs = build_pairs(arguments)
     evaluator = build_evaluator(arguments)
@@ -754,12 +1094,17 @@ def run(arguments: Arguments) -> dict | None:
         arguments.batches.alpha,
     )
     model = load_model(arguments)
+    mining = None
+    if arguments.mining.hard_negatives:
+        pairs, mining = with_hard_negatives(arguments, pairs, model)
+        if evaluator is not None:
+            check_no_leakage(pairs, evaluator)
 
     before = None
     if evaluator is not None and arguments.evaluation.evaluate_before and state.is_main_process:
         inputs = evaluation_inputs(arguments, arguments.model.model)
         before = cached_evaluation(evaluator, model, output_dir / "eval" / "before", inputs)
-    state.wait_for_everyone()
+    wait_for_everyone()
 
     batches = arguments.batches
     sampler = functools.partial(
@@ -796,6 +1141,7 @@ def run(arguments: Arguments) -> dict | None:
             "config": arguments.options(),
             "training_arguments": training.to_dict(),
             "train_pairs": len(pairs),
+            "hard_negatives": mining,
             "train_languages": sorted(set(pairs["query_language"]) | set(pairs["passage_language"])),
             "global_step": train_output.global_step,
             "train_loss": train_output.training_loss,
@@ -819,7 +1165,7 @@ def run(arguments: Arguments) -> dict | None:
             print(format_table(_columns(results)))
         if training.push_to_hub:
             publish(arguments, output_dir / ("model-merged" if results["merged"] else "model"))
-    state.wait_for_everyone()
+    wait_for_everyone()
     return results
 
 
@@ -896,6 +1242,9 @@ def write_model_card(
         passage_prefix=arguments.model.passage_prompt,
         num_training_pairs=results["train_pairs"],
         merge_ratio=results["merged"]["ratio"] if merged else None,
+        training_notes=hard_negative_notes(results["hard_negatives"])
+        if results.get("hard_negatives")
+        else None,
     )
     # Report files, not dicts: the card also takes the heatmap beside each; a subset pool is named as one.
     pool = {"max_articles": evaluation.eval_max_articles} if evaluation.eval_max_articles else None

@@ -1,0 +1,259 @@
+"""examples/train.py with ``--hard_negatives N``: negatives mined with the base model reach the loss as extra
+columns, never come from the anchor's positive group, are cached under the run's output folder (a rerun or a
+resume does not mine again) and are recorded; bad values are refused before any model loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+import train  # noqa: E402  (examples/train.py)
+
+LANGUAGES = ["en", "de", "es"]
+
+
+def _flags(model: str, output_dir: Path, shared_data: Path, **overrides) -> list[str]:
+    settings = {
+        "model": model,
+        "train_data": str(shared_data / "mlqa-r"),
+        "train_languages": ",".join(LANGUAGES),
+        "max_train_pairs": 400,
+        "batch_size": 8,
+        "max_steps": 2,
+        "save_steps": 2,
+        "logging_steps": 1,
+        "eval_data": "null",
+        "evaluate_before": "false",
+        "max_seq_length": 32,
+        "output_dir": str(output_dir),
+        "seed": 3,
+        "hard_negatives": 2,
+    }
+    settings.update(overrides)
+    return [token for key, value in settings.items() for token in (f"--{key}", str(value))]
+
+
+class _Recorder:
+    """Counts mining calls and records what the trainer and its loss received."""
+
+    def __init__(self, monkeypatch):
+        import st_hybrid
+        from st_hybrid import mining
+
+        self.mining_calls = 0
+        self.loss_inputs: list[int] = []
+        self.train_columns: list[str] = []
+        real_mine, real_build_loss, real_trainer = (
+            mining.mine_hard_negatives,
+            train.build_loss,
+            st_hybrid.HybridTrainer,
+        )
+
+        def mine(*args, **kwargs):
+            self.mining_calls += 1
+            return real_mine(*args, **kwargs)
+
+        def build_loss(arguments, model):
+            loss = real_build_loss(arguments, model)
+            loss.register_forward_pre_hook(lambda module, args: self.loss_inputs.append(len(args[0])))
+            return loss
+
+        def trainer(*args, **kwargs):
+            self.train_columns = list(kwargs["train_dataset"].column_names)
+            return real_trainer(*args, **kwargs)
+
+        monkeypatch.setattr(mining, "mine_hard_negatives", mine)
+        monkeypatch.setattr(train, "build_loss", build_loss)
+        monkeypatch.setattr(st_hybrid, "HybridTrainer", trainer)
+
+
+def _group_texts(table) -> dict[str, set[str]]:
+    """Texts relevant to each parallel id, by an independent union-find: ids linked by a shared answer
+    sentence or question are one group; a group's texts are all its questions and answers, in every language."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for pid, question, answer in zip(table["parallel_id"], table["question"], table["answer"], strict=True):
+        for text in (question, answer):
+            parent[find("t:" + text)] = find("p:" + str(pid))
+    texts: dict[str, set[str]] = defaultdict(set)
+    for question, answer in zip(table["question"], table["answer"], strict=True):
+        texts[find("t:" + answer)] |= {question, answer}
+    return {str(pid): texts[find("p:" + str(pid))] for pid in table["parallel_id"]}
+
+
+def test_mined_negatives_reach_the_loss_outside_the_positive_group_and_are_cached(
+    tiny_model_path, shared_data, tmp_path, monkeypatch
+):
+    from datasets import load_from_disk
+
+    from st_hybrid.data import load_parallel
+    from st_hybrid.mining import lareqa_corpus
+
+    recorder = _Recorder(monkeypatch)
+    out = tmp_path / "run"
+    results = train.main(_flags(tiny_model_path, out, shared_data))
+
+    # Mined once, with the base model; the columns went to the trainer and the loss got four inputs per row.
+    assert recorder.mining_calls == 1
+    assert recorder.train_columns[:4] == ["query", "passage", "negative_1", "negative_2"]
+    assert recorder.loss_inputs and set(recorder.loss_inputs) == {4}
+    mined = load_from_disk(str(out / "hard_negatives" / "pairs"))
+    assert len(mined) == results["train_pairs"] > 0 and results["global_step"] == 2
+    # Mined negatives are passages: their columns get the passage prompt, like the passage column.
+    prompts = results["training_arguments"]["prompts"]
+    assert prompts["negative_1"] == prompts["negative_2"] == prompts["passage"] == "passage: "
+
+    # No negative is relevant to its anchor: no text of its parallel id's group (translations of its
+    # answer included, in every language, also those max_train_pairs left out), no training text at all
+    # (negatives come from the paragraph sentences), and each is in its passage's language.
+    table = load_parallel(shared_data / "mlqa-r", languages=LANGUAGES)
+    relevant = _group_texts(table)
+    training_texts = set(mined["query"]) | set(mined["passage"])
+    corpus = lareqa_corpus(shared_data / "mlqa-r", languages=LANGUAGES)
+    languages_of = defaultdict(set)
+    for text, language in zip(corpus["text"], corpus["language"], strict=True):
+        languages_of[text].add(language)
+    for row in mined:
+        for negative in (row["negative_1"], row["negative_2"]):
+            assert negative not in relevant[str(row["parallel_id"])]
+            assert negative not in training_texts
+            assert row["passage_language"] in languages_of[negative]
+        assert row["negative_1"] != row["negative_2"]
+
+    # Recorded in results.json and in the model card.
+    summary = results["hard_negatives"]
+    assert summary["num_negatives"] == 2 and summary["reused"] is False
+    assert summary["options"]["language"] == "passage" and summary["pairs"] == len(mined)
+    # Paragraph sentences are nobody's positive: the sampler's positive groups are those of the plain pairs.
+    assert summary["positive_groups"]["after"] == summary["positive_groups"]["before"] > 8
+    assert json.loads((out / "results.json").read_text())["hard_negatives"]["pairs"] == len(mined)
+    card = (out / "model" / "README.md").read_text()
+    assert "Hard negatives" in card and "st_hybrid.mining.mine_hard_negatives" in card
+
+    # A rerun (start over in the same folder) and a resume reuse the mined pairs: no mining.
+    rerun = train.main([*_flags(tiny_model_path, out, shared_data), "--overwrite"])
+    assert recorder.mining_calls == 1 and rerun["hard_negatives"]["reused"] is True
+    resumed = train.main([*_flags(tiny_model_path, out, shared_data, max_steps=3), "--resume"])
+    assert recorder.mining_calls == 1 and resumed["hard_negatives"]["reused"] is True
+    assert resumed["global_step"] == 3
+
+    # Another mining option is another input: mined again.
+    other = train.main(
+        [*_flags(tiny_model_path, out, shared_data, hard_negatives_language="any"), "--overwrite"]
+    )
+    assert recorder.mining_calls == 2 and other["hard_negatives"]["reused"] is False
+
+
+def test_paragraph_candidates_exclude_every_answer_of_the_training_data(shared_data, tmp_path):
+    """max_train_pairs keeps a subset; the answers it left out (translations of kept answers) stay out of the
+    candidates, so language 'any' cannot mine a kept pair's translated answer as its negative."""
+    from st_hybrid.data import load_parallel
+
+    arguments = train.parse_args(
+        _flags(
+            "unused-model", tmp_path / "run", shared_data, max_train_pairs=50, hard_negatives_language="any"
+        )
+    )
+    pairs = train.build_pairs(arguments)
+    corpus = train.hard_negative_corpus(arguments)
+    answers = set(load_parallel(shared_data / "mlqa-r", languages=LANGUAGES)["answer"])
+    assert len(answers - set(pairs["passage"])) > 1000  # most answers are in no kept pair
+    assert len(corpus["text"]) > 1000 and not answers & set(corpus["text"])
+    assert set(corpus["language"]) == set(LANGUAGES)
+
+
+def test_negatives_from_the_training_passages_that_chain_every_pair_are_refused(
+    tiny_model_path, shared_data, tmp_path
+):
+    """Mined from the training passages, each negative is another pair's positive: on MLQA-R they join the
+    pairs into fewer positive groups than one batch needs. The run stops with the fix before training."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match="Set hard_negatives_from: paragraphs") as refused:
+        train.main(_flags(tiny_model_path, out, shared_data, hard_negatives_from="passages"))
+    assert "positive group(s) (before mining:" in str(refused.value)
+    assert not (out / "model").exists() and not (out / "checkpoints").exists()
+
+
+def test_runs_without_hard_negatives_keep_their_cache_keys(tmp_path):
+    """The new options are not inputs of a run that does not mine: cached results of older runs stay valid."""
+    base = ["--eval_data", "null", "--output_dir", str(tmp_path)]
+    plain = train.parse_args(base)
+    off = train.parse_args([*base, "--hard_negatives", "0", "--hard_negatives_language", "any"])
+    assert train.run_inputs(plain) == train.run_inputs(off)
+    assert not any(key.startswith("hard_negatives") for key in train.run_inputs(plain)["options"])
+    assert plain.training.prompts == {"query": "query: ", "passage": "passage: "}
+    on = train.parse_args([*base, "--hard_negatives", "1"])
+    assert train.run_inputs(on)["options"]["hard_negatives"] == 1
+    assert on.training.prompts["negative"] == "passage: "
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--hard_negatives", "-1"], "hard_negatives must be >= 0"),
+        (
+            ["--hard_negatives", "1", "--hard_negatives_language", "target"],
+            "hard_negatives_language must be one of",
+        ),
+        (["--hard_negatives", "1", "--hard_negatives_from", "wiki"], "hard_negatives_from must be one of"),
+        (
+            ["--hard_negatives", "3", "--hard_negatives_range_min", "2", "--hard_negatives_range_max", "4"],
+            "set it to at least 5",
+        ),
+        (["--hard_negatives", "1", "--hard_negatives_relative_margin", "1.5"], "must be below 1"),
+        (["--hard_negatives", "1", "--train_data", "{tatoeba}"], "set hard_negatives_from: passages"),
+    ],
+)
+def test_bad_hard_negative_options_are_refused_before_anything_loads(
+    flags, message, shared_data, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    flags = [flag.format(tatoeba=shared_data / "tatoeba") for flag in flags]
+    with pytest.raises(SystemExit):
+        train.main(["--model", "no/such-model", "--eval_data", "null", "--output_dir", str(out), *flags])
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_two_processes_mine_once_and_train_on_the_negatives(tiny_model_path, shared_data, tmp_path):
+    """Under accelerate launch the main process mines; the other waits and loads the same mined pairs."""
+    out = tmp_path / "ddp"
+    accelerate = [
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+    ]
+    flags = _flags(tiny_model_path, out, shared_data, hard_negatives=1, batch_size=4)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*accelerate, str(ROOT / "examples" / "train.py"), *flags],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_processes"] == 2 and results["global_step"] == 2
+    assert results["hard_negatives"]["columns"] == ["negative"]
+    assert log.count("st_hybrid.mining: Pool en:") == 1  # one process mined
+    assert log.count("Hard negatives: 1 per pair") == 2  # both trained on the mined pairs
