@@ -808,8 +808,8 @@ def mine_into(folder: Path, arguments: Arguments, pairs, model, corpus: dict | N
     if len(mined) == 0:
         raise SystemExit(
             f"Hard-negative mining kept none of the {len(pairs)} pairs (too few candidates outside their positive "
-            "groups): raise hard_negatives_range_max, lower the margins or hard_negatives, or set "
-            "hard_negatives_language: any."
+            "groups qualify): raise hard_negatives_range_max, lower the margins or hard_negatives"
+            + (", or set hard_negatives_language: any." if options.hard_negatives_language != "any" else ".")
         )
     # Written beside, then swapped in: an interrupted save never passes for the mined pairs.
     partial, target = folder / ".pairs.partial", folder / "pairs"
@@ -1266,6 +1266,7 @@ def write_model_card(
 
 def main(argv: list[str] | None = None) -> dict | None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs each CPU build it tries
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return run(parse_args(argv))
 
