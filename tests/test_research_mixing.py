@@ -213,6 +213,16 @@ def test_best_ratio_pareto_verdict_and_difference_rows():
         lines[0]
         == "- mono mAP vs multi mAP: the front is zero-shot, hybrid r=0.5; hybrid is on it (hybrid r=0.5)."
     )
+    # Given the spread: no row beats hybrid r=0.5 beyond it on one axis without losing beyond it on the other.
+    lines, _ = mixing.pareto_verdict(mixing.strategy_curves(rows, ["hybrid", "mono"]), "hybrid", rows)
+    assert lines[0].endswith("No row beats hybrid r=0.5 beyond the seed spread.")
+    # mono r=0.5 a hair worse on mono mAP (within the spread), far better on multi mAP: hybrid stays on the
+    # front of the seed means, but only within the noise.
+    summary["mono r=0.5"] = row(0.7899, 0.74, 0.65, 68)
+    rows = mixing.ratio_rows(summary, ["hybrid", "mono"], [0.5])
+    lines, verdict = mixing.pareto_verdict(mixing.strategy_curves(rows, ["hybrid", "mono"]), "hybrid", rows)
+    assert verdict["multi_map"] == ["hybrid r=0.5"]
+    assert "hybrid r=0.5 is beaten: mono r=0.5 is better on multi mAP beyond the spread" in lines[0]
     summary["mono r=0.5"] = row(0.80, 0.75, 0.60, 60)  # now mono dominates every hybrid point
     rows = mixing.ratio_rows(summary, ["hybrid", "mono"], [0.5])
     _, verdict = mixing.pareto_verdict(mixing.strategy_curves(rows, ["hybrid", "mono"]))

@@ -439,9 +439,34 @@ def strategy_curves(rows: dict, names: list[str]) -> dict[str, list[dict]]:
     return curves
 
 
-def pareto_verdict(curves: dict[str, list[dict]], reference: str = "hybrid") -> tuple[list[str], dict]:
-    """Per front (mono vs multi mAP, mono vs rank distance): the rows on the front of every point, and
-    whether any of ``reference``'s trained or merged points is among them."""
+def _better(a: dict, b: dict, metric: str) -> bool:
+    """Whether ``a`` beats ``b`` on ``metric`` (see :data:`reproduce.FRONTS`) by more than the summed seed spread."""
+    sign = -1.0 if reproduce.FRONTS.get(metric) == "lower" else 1.0
+    return sign * (a[metric]["mean"] - b[metric]["mean"]) > 0 and reproduce.exceeds_spread(
+        a[metric], b[metric]
+    )
+
+
+def beaten_beyond_spread(rows: dict, label: str, metric: str) -> list[tuple[str, list[str]]]:
+    """The rows that beat ``label`` beyond the seed spread on mono mAP or ``metric`` and are worse on neither
+    beyond it, each with the axes it wins: a front point that is there only within the noise."""
+    axes = ("mono_map", metric)
+    found = []
+    for other, stats in rows.items():
+        if other == label:
+            continue
+        wins = [m for m in axes if _better(stats, rows[label], m)]
+        if wins and not any(_better(rows[label], stats, m) for m in axes):
+            found.append((other, wins))
+    return found
+
+
+def pareto_verdict(
+    curves: dict[str, list[dict]], reference: str = "hybrid", rows: dict | None = None
+) -> tuple[list[str], dict]:
+    """Per front (mono vs multi mAP, mono vs rank distance): the rows on the front of every point, whether any
+    of ``reference``'s trained or merged points is among them, and (given ``rows``, the seed statistics)
+    whether another row beats such a point beyond the seed spread."""
     points = {p["row"]: p for pts in curves.values() for p in pts}  # zero-shot once
     lines, verdict = [], {}
     for metric in reproduce.FRONTS:
@@ -450,10 +475,23 @@ def pareto_verdict(curves: dict[str, list[dict]], reference: str = "hybrid") -> 
         ours = [p["row"] for p in ordered if p["row"].startswith(f"{reference} r=")]
         verdict[metric] = ours
         axis = "multi mAP" if metric == "multi_map" else "rank distance"
-        lines.append(
+        line = (
             f"- mono mAP vs {axis}: the front is {', '.join(p['row'] for p in ordered)}; {reference} is "
             + (f"on it ({', '.join(ours)})." if ours else "not on it.")
         )
+        for label in ours if rows else []:
+            beaten = beaten_beyond_spread(rows, label, metric)
+            names = {"mono_map": "mono mAP", metric: axis}
+            line += (
+                f" Within the seed spread, though, {label} is beaten: "
+                + "; ".join(
+                    f"{other} is better on {' and '.join(names[m] for m in wins)}" for other, wins in beaten
+                )
+                + " beyond the spread, and worse on neither beyond it."
+                if beaten
+                else f" No row beats {label} beyond the seed spread."
+            )
+        lines.append(line)
     return lines, verdict
 
 
@@ -516,7 +554,7 @@ def render_strategies(
     ]
     to_zero = [(best[name], "zero-shot") for name in names if name in best and "zero-shot" in rows]
     curves = strategy_curves(rows, names)
-    front_lines, _ = pareto_verdict(curves, reference) if best else ([], {})
+    front_lines, _ = pareto_verdict(curves, reference, rows) if best else ([], {})
     lines = [
         f"Command: `{command}`" + (f" ({pending} runs still to come: partial results)" if pending else ""),
         "",
