@@ -48,7 +48,7 @@ research-languages:  ## Q: training languages 2 -> 113, pool growth, language we
 research-mixing:  ## Q: hybrid vs in-batch mixing across alpha, 3 seeds (27 runs, ~31 min on 2 cores) -> docs/research/mixing.md
 	$(PY) examples/research/mixing.py --config examples/configs/research_mixing_cpu.yaml $(ARGS)
 
-research-strategies: research-mixing  ## Q (issue 10): mono/cross/hybrid/mixed at their best merge ratio, no new training (36 merges, ~35 min) -> docs/research/strategies.md
+research-strategies: research-mixing  ## Q (issue 10): mono/cross/hybrid/mixed at their best merge ratio, no new training (36 merge evaluations, ~20 min) -> docs/research/strategies.md
 	$(PY) examples/research/mixing.py --config examples/configs/research_strategies_cpu.yaml $(ARGS)
 
 research-efficiency:  ## Q: serving: shared vs per-language indexes, compression, backends (~35 min) -> docs/research/efficiency.md
