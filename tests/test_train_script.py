@@ -330,3 +330,12 @@ def test_static_embedding_model_trains_and_frozen_embeddings_are_refused(
         train.main(
             [*_flags(static, tmp_path / "frozen", shared_data, max_steps=2), "--freeze_embeddings", "true"]
         )
+
+
+@pytest.mark.parametrize("name", ["default", "recipe_cpu", "reproduce_cpu", "reproduce_cpu_quick"])
+def test_shipped_cpu_configs_parse(name, tiny_model_path, shared_data, monkeypatch):
+    """Every CPU config we ship passes train.py's checks as written (a bad key or value would exit)."""
+    monkeypatch.chdir(ROOT)  # the configs name ../shared relative to the repository root
+    config = ROOT / "examples" / "configs" / f"{name}.yaml"
+    arguments = train.parse_args(["--config", str(config), "--model", str(tiny_model_path)])
+    assert arguments.model.model == str(tiny_model_path)
