@@ -35,6 +35,7 @@ __all__ = [
     "load_config",
     "parse_run",
     "resolve_model",
+    "save_figure",
     "stored_prompts",
     "write_doc_block",
 ]
@@ -126,3 +127,13 @@ class Clock:
             f"{self.minutes():.1f} min wall time for this invocation ({trained} of {total} training runs "
             f"trained now, {done - trained} read back from cache{pending})"
         )
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)

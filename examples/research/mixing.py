@@ -39,7 +39,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EXAMPLES, Clock, load_config, parse_run, resolve_model, write_doc_block  # noqa: E402
+from common import (  # noqa: E402
+    EXAMPLES,
+    Clock,
+    load_config,
+    parse_run,
+    resolve_model,
+    save_figure,
+    write_doc_block,
+)
 
 sys.path.insert(0, str(EXAMPLES))
 import reproduce  # noqa: E402  (examples/reproduce.py: the cached grid, summaries and tables)
@@ -382,10 +390,7 @@ def plot_alpha(summary: dict, sweep: dict, path: Path) -> None:
         ax.set_xticks(sorted(sweep["alphas"]))
     axes[0].legend(fontsize=7)
     fig.suptitle("hybrid vs mixed across alpha (mean ± seed std; alpha 0 is one shared run)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # -- the strategy comparison (research.compare) -------------------------------------------------------
@@ -522,10 +527,7 @@ def plot_merge_curves(rows: dict, names: list[str], path: Path) -> None:
         ax.set_title(METRIC_TITLES[metric], fontsize=10)
     axes[0].legend(fontsize=8)
     fig.suptitle("Merge curves per strategy, (1 - r)·base + r·trained (mean ± seed std)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def render_strategies(

@@ -33,6 +33,7 @@ from common import (  # noqa: E402
     load_config,
     parse_run,
     resolve_model,
+    save_figure,
     stored_prompts,
     write_doc_block,
 )
@@ -283,10 +284,7 @@ def plot_trend(results: dict, ladder: dict, path: Path) -> None:
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7)
     fig.suptitle("Model size ladder (different families: size is confounded with family)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_languages(results: dict, ladder: dict, path: Path) -> None:
@@ -322,10 +320,7 @@ def plot_languages(results: dict, ladder: dict, path: Path) -> None:
             ax.set_xticks(list(x), languages, fontsize=8)
             ax.set_title(f"{name}: {METRIC_TITLES[metric]}", fontsize=9)
         axes[0][column].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def render(results: dict, ladder: dict, options: dict, command: str, timing: str, pending: int) -> str:
