@@ -50,6 +50,24 @@ def test_path_fingerprint_changes_when_a_model_file_is_rewritten(tmp_path):
     assert path_fingerprint(None) is None
 
 
+def test_path_fingerprint_is_the_content_not_the_copy(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "en.json").write_text('{"a": 1}')
+    first = path_fingerprint(data)
+    # Re-copied elsewhere, with new modification times: the same bytes are the same data.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "en.json").write_text('{"a": 1}')
+    os.utime(copy / "en.json", ns=(1, 10**18))
+    assert path_fingerprint(copy) == first
+    (copy / "en.json").write_text('{"a": 2}')  # same size, other content
+    assert path_fingerprint(copy) != first
+    assert path_fingerprint(copy / "en.json") == {
+        "files": {"en.json": [8, path_fingerprint(copy)["files"]["en.json"][1]]}
+    }
+
+
 def test_cached_json_reuses_only_results_with_the_same_inputs(tmp_path, caplog):
     result_file = tmp_path / "zero_shot" / "metrics.json"
     calls = []

@@ -168,27 +168,6 @@ def test_strategies_config_trains_with_exactly_the_mixing_configs_options():
     assert research["train"] is False and set(research["compare"]) == {"mono", "cross", "hybrid", "mixed"}
 
 
-def _fingerprint(sizes, mtime):
-    return {"path": "/data/x", "files": {name: [size, mtime] for name, size in sizes.items()}}
-
-
-def test_only_data_modification_times_count_as_a_recopy():
-    def inputs(data_mtime=1, size=10, model_mtime=1, lr=1e-4):
-        return {
-            "options": {"learning_rate": lr},
-            "model": _fingerprint({"model.safetensors": 99}, model_mtime),
-            "train_data": [_fingerprint({"en.json": size}, data_mtime)],
-            "evaluation": {"eval_data": _fingerprint({"en.json": 5}, data_mtime), "eval_name": "x"},
-        }
-
-    stored = inputs()
-    assert mixing.recopied_data_only(stored, inputs(data_mtime=2))
-    assert not mixing.recopied_data_only(stored, inputs())  # nothing changed: a plain cache hit
-    assert not mixing.recopied_data_only(stored, inputs(data_mtime=2, size=11))  # a file changed size
-    assert not mixing.recopied_data_only(stored, inputs(data_mtime=2, model_mtime=2))  # a rebuilt model
-    assert not mixing.recopied_data_only(stored, inputs(data_mtime=2, lr=3e-5))  # a changed setting
-
-
 def test_best_ratio_pareto_verdict_and_difference_rows():
     def row(mono, cross, multi, rank, std=0.01):
         values = {"mono_map": mono, "cross_map": cross, "multi_map": multi, "rank_distance": rank}
@@ -241,7 +220,7 @@ def _copy_data(shared_data: Path, target: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_strategy_comparison_reuses_the_sweeps_runs_and_adopts_recopied_data(
+def test_strategy_comparison_reuses_the_sweeps_runs_even_after_the_data_is_recopied(
     tmp_path, tiny_model_path, shared_data, caplog
 ):
     data = _copy_data(shared_data, tmp_path / "data")
@@ -272,21 +251,20 @@ def test_strategy_comparison_reuses_the_sweeps_runs_and_adopts_recopied_data(
         assert (docs / "img" / image).stat().st_size > 10_000
     assert "| mono r=0.5 | " in (tmp_path / "grid" / "strategies.md").read_text()
 
-    # The data folders re-copied (same files, new modification times): refused, then adopted with the flag.
+    # The data folders re-copied (same bytes, new modification times): still the same runs, nothing retrains.
     for file in data.rglob("*.json"):
         os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 10**9))
-    listing = mixing.main([*argv, "--dry-run"])
-    assert {entry["state"] for entry in listing} == {"recopied"}
-    with pytest.raises(SystemExit, match=r"research.train is false, but 8 runs would train"):
-        mixing.main(argv)
+    assert {entry["state"] for entry in mixing.main([*argv, "--dry-run"])} == {"reused"}
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        again = mixing.main([*argv, "--adopt-recopied-data"])
+        again = mixing.main(argv)
     assert [path.stat().st_mtime_ns for path in results] == stamps
-    assert caplog.text.count("Adopting ") == 8 and "Recomputing grid cell" not in caplog.text
+    assert "Recomputing" not in caplog.text
     assert {k: v["multi_map"]["mean"] for k, v in again.items()} == pytest.approx(
         {k: v["multi_map"]["mean"] for k, v in summary.items()}
     )
-    text = (docs / "strategies.md").read_text()
-    assert "8 runs adopted after a re-copy" in text
-    assert "Zero-shot re-evaluated on the re-copied data: largest difference to the stored metrics 0." in text
+    # A changed data file is a changed input: the runs would train, and train: false refuses.
+    victim = next(data.rglob("en.json"))
+    victim.write_text(victim.read_text() + "\n")
+    with pytest.raises(SystemExit, match=r"research.train is false, but 8 runs would train"):
+        mixing.main(argv)

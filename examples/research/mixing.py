@@ -27,7 +27,6 @@ Usage:
     python examples/research/mixing.py --config examples/configs/research_mixing_cpu.yaml
     python examples/research/mixing.py --config examples/configs/research_mixing_gpu.yaml --model intfloat/multilingual-e5-base
     python examples/research/mixing.py --config examples/configs/research_strategies_cpu.yaml --dry-run
-    python examples/research/mixing.py --config examples/configs/research_strategies_cpu.yaml --adopt-recopied-data
 """
 
 from __future__ import annotations
@@ -93,12 +92,6 @@ def parse_args(argv=None):
         "--dry-run",
         action="store_true",
         help="list which runs would be reused or trained and which merges are stored, then stop",
-    )
-    parser.add_argument(
-        "--adopt-recopied-data",
-        action="store_true",
-        help="reuse runs whose only changed inputs are the modification times of data files with unchanged "
-        "names and sizes (a re-copied ../shared); each adopted record is logged and keeps its old hash",
     )
     parser.add_argument(
         "--render-only",
@@ -207,41 +200,9 @@ def _json(value):
     return json.loads(json.dumps(value, default=str))  # as cached_json compares: after a JSON round trip
 
 
-def _sizes(fingerprint):
-    """A path fingerprint without modification times: its resolved path and each file's size."""
-    if not (isinstance(fingerprint, dict) and "files" in fingerprint):
-        return fingerprint
-    return {
-        "path": fingerprint.get("path"),
-        "sizes": {name: stat[0] for name, stat in fingerprint["files"].items()},
-    }
-
-
-def recopied_data_only(stored: dict, current: dict) -> bool:
-    """Whether a run's stored inputs differ from ``current`` only in the modification times of its data files.
-
-    That is what a re-copied data folder (same files, same sizes, new mtimes) looks like. The model's
-    fingerprint, the options and the training arguments must be equal, so a rebuilt model or a changed
-    setting still retrains.
-    """
-
-    def data_free(inputs: dict) -> dict:
-        stripped = json.loads(json.dumps(inputs))
-        stripped.pop("train_data", None)
-        stripped.get("evaluation", {}).pop("eval_data", None)
-        return stripped
-
-    def data(inputs: dict) -> list:
-        return [_sizes(f) for f in inputs.get("train_data") or []] + [
-            _sizes(inputs.get("evaluation", {}).get("eval_data"))
-        ]
-
-    return stored != current and data_free(stored) == data_free(current) and data(stored) == data(current)
-
-
 def cache_status(cells, parse) -> list[dict]:
-    """Per cell: its label, folder and whether it is ``"reused"``, ``"recopied"`` (see :func:`recopied_data_only`)
-    or ``"train"`` (with ``why``), and how many of its merges have a stored report."""
+    """Per cell: its label, folder and whether it is ``"reused"`` or ``"train"`` (with ``why``), and how many
+    of its merges have a stored report."""
     status = []
     for cell in cells:
         arguments = parse(cell.overrides)
@@ -257,8 +218,6 @@ def cache_status(cells, parse) -> list[dict]:
             stored = json.loads(record.read_text())
             if stored.get("hash") == content_hash(current):
                 entry.update(state="reused", why="same inputs")
-            elif recopied_data_only(stored.get("inputs", {}), current):
-                entry.update(state="recopied", why="only the data files' modification times changed")
             else:
                 changed = [k for k in current if stored.get("inputs", {}).get(k) != current[k]]
                 entry.update(state="train", why=f"inputs changed: {', '.join(changed) or 'format'}")
@@ -266,27 +225,6 @@ def cache_status(cells, parse) -> list[dict]:
         entry["merges"] = f"{len(stored_merges)} of {len(cell.merge_ratios)} merges stored"
         status.append(entry)
     return status
-
-
-def adopt(status: list[dict]) -> list[str]:
-    """Re-record the ``"recopied"`` runs under their current inputs (the old hash kept in the record)."""
-    adopted = []
-    for entry in status:
-        if entry["state"] != "recopied":
-            continue
-        old = json.loads(entry["record"].read_text())
-        write_json(
-            entry["record"],
-            {
-                "hash": content_hash(entry["inputs"]),
-                "inputs": entry["inputs"],
-                "adopted": {"from_hash": old.get("hash"), "reason": entry["why"]},
-            },
-        )
-        logger.warning("Adopting %s (%s): %s", entry["label"], entry["folder"], entry["why"])
-        entry["state"] = "reused"
-        adopted.append(entry["folder"])
-    return adopted
 
 
 def describe_status(status: list[dict]) -> str:
@@ -531,7 +469,7 @@ def plot_merge_curves(rows: dict, names: list[str], path: Path) -> None:
 
 
 def render_strategies(
-    grid: dict, summary: dict, sweep: dict, options: dict, command: str, timing: str, notes: list[str]
+    grid: dict, summary: dict, sweep: dict, options: dict, command: str, timing: str
 ) -> str:
     """The strategy comparison in markdown: all ratios, best ratios, differences, Pareto verdict, plots."""
     base = parse_run(options)
@@ -569,7 +507,6 @@ def render_strategies(
         f"- Evaluation pool: **SUBSET** of {eval_name}, {grid['eval_pool']}.",
         f"- Best ratio per strategy (rule fixed before the run): {BEST_RULE}.",
         f"- Timing: {timing}.",
-        *(f"- {note}" for note in notes),
         "",
         f"**Every merge ratio** (SUBSET of {eval_name}; mean ± sample standard deviation over the seeds):",
         "",
@@ -660,63 +597,14 @@ def render(
     return "\n".join(lines)
 
 
-def prepare_cells(cells, parse, sweep: dict, adopt_recopied: bool) -> list[str]:
-    """Check the cache before any training: adopt re-copied data if asked, refuse to train if the config says so.
-
-    Returns notes for the report (what was adopted, and the check that the re-copied data is the same).
-    """
-    status = cache_status(cells, parse)
-    recopied = [e for e in status if e["state"] == "recopied"]
-    notes = []
-    if recopied and adopt_recopied:
-        # A content check before adopting: the training pairs rebuilt from today's files, as the runs recorded.
-        first = next(cell for cell in cells if cell.label == recopied[0]["label"])
-        recorded = json.loads((Path(recopied[0]["folder"]) / "results.json").read_text()).get("train_pairs")
-        rebuilt = len(train.build_pairs(parse(first.overrides)))
-        if recorded != rebuilt:
-            raise SystemExit(
-                f"--adopt-recopied-data: {recopied[0]['folder']} recorded {recorded} training pairs, the data "
-                f"now gives {rebuilt}: the data changed, not just its copy. Retrain (drop the flag)."
-            )
-        adopt(status)
-        notes.append(
-            f"{len(recopied)} runs adopted after a re-copy of the data folders (same files and sizes, new "
-            f"modification times; `--adopt-recopied-data`); the training pairs rebuilt from the copy: {rebuilt:,}, "
-            "as the runs recorded."
-        )
-    elif recopied:
-        logger.warning(
-            "%d runs differ from their records only in the data files' modification times (a re-copied data "
-            "folder); pass --adopt-recopied-data to reuse them instead of retraining.",
-            len(recopied),
-        )
-    to_train = [e for e in status if e["state"] != "reused"]
+def check_cells(cells, parse, sweep: dict) -> None:
+    """Check the cache before any training: refuse to train if the config says the runs must be reused."""
+    to_train = [e for e in cache_status(cells, parse) if e["state"] != "reused"]
     if to_train and not sweep["train"]:
         raise SystemExit(
             f"research.train is false, but {len(to_train)} runs would train:\n{describe_status(to_train)}\n"
-            "Train them first (make research-mixing), or pass --adopt-recopied-data where only the data "
-            "files' modification times changed."
+            "Train them first (make research-mixing)."
         )
-    return notes
-
-
-def _stored_zero_shot(root: Path) -> tuple[Path, dict, int] | None:
-    """The stored zero-shot report of the grid: its file, metrics and modification time (None if absent)."""
-    stored = sorted((root / "zero_shot").glob("*_metrics.json"))
-    if not stored:
-        return None
-    return stored[0], json.loads(stored[0].read_text())["metrics"], stored[0].stat().st_mtime_ns
-
-
-def _zero_shot_check(before: tuple[Path, dict, int] | None) -> list[str]:
-    """Whether the zero-shot metrics, re-evaluated on re-copied data, equal the stored ones."""
-    if before is None or not before[0].exists() or before[0].stat().st_mtime_ns == before[2]:
-        return []  # nothing stored before, or read back from cache: nothing was re-evaluated
-    after = json.loads(before[0].read_text())["metrics"]
-    gap = max(abs(after[m] - before[1][m]) for m in reproduce.COLUMNS)
-    return [
-        f"Zero-shot re-evaluated on the re-copied data: largest difference to the stored metrics {gap:.2g}."
-    ]
 
 
 def main(argv=None):
@@ -737,12 +625,12 @@ def main(argv=None):
     def parse(overrides: dict):
         return parse_run(options, overrides)
 
-    def write(grid: dict, trained: int, timing: str | None = None, shown: str = command, notes=()) -> dict:
+    def write(grid: dict, trained: int, timing: str | None = None, shown: str = command) -> dict:
         summary = reproduce.summarize(reproduce.metric_rows(grid["reports"]))
         done = sum(len(runs) for runs in grid["runs"].values())
         timing = timing or clock.describe(trained, done, len(cells))
         if comparing:
-            block = render_strategies(grid, summary, sweep, options, shown, timing, list(notes))
+            block = render_strategies(grid, summary, sweep, options, shown, timing)
             title = "Strategies at their best merge ratio: mono, cross, hybrid, mixed"
             rows = ratio_rows(summary, list(sweep["compare"]), sweep["merge_ratios"])
             curves = strategy_curves(rows, list(sweep["compare"]))
@@ -761,7 +649,6 @@ def main(argv=None):
             "summary": summary,
             "command": shown,
             "timing": timing,
-            "notes": list(notes),
         }
         write_json(root / f"{stem}.json", record)
         write_doc_block(docs / f"{stem}.md", title, block)
@@ -770,27 +657,17 @@ def main(argv=None):
     if args.render_only:  # the tables of the last run, with its command and timing
         stored = json.loads((root / f"{stem}.json").read_text())
         grid = {key: stored[key] for key in ("eval_pool", "reports", "runs", "trained")}
-        summary = write(
-            grid, 0, stored.get("timing"), stored.get("command", command), stored.get("notes", [])
-        )
+        summary = write(grid, 0, stored.get("timing"), stored.get("command", command))
         print(f"Rendered {docs / f'{stem}.md'} from {root / f'{stem}.json'}")
         return summary
     if args.dry_run:
         status = cache_status(cells, parse)
         print(describe_status(status))
-        recopied = sum(e["state"] == "recopied" for e in status)
-        print(
-            f"{sum(e['state'] == 'train' for e in status)} of {len(status)} runs would train"
-            + (f", and {recopied} more without --adopt-recopied-data." if recopied else ".")
-        )
+        print(f"{sum(e['state'] == 'train' for e in status)} of {len(status)} runs would train.")
         return status
-    zero_before = _stored_zero_shot(root)
-    notes = prepare_cells(cells, parse, sweep, args.adopt_recopied_data)
-    grid = reproduce.run_cells(
-        parse, cells, on_cell=lambda grid: write(grid, len(grid["trained"]), notes=notes)
-    )
-    notes += _zero_shot_check(zero_before if notes else None)
-    summary = write(grid, len(grid["trained"]), notes=notes)
+    check_cells(cells, parse, sweep)
+    grid = reproduce.run_cells(parse, cells, on_cell=lambda grid: write(grid, len(grid["trained"])))
+    summary = write(grid, len(grid["trained"]))
     print((root / f"{stem}.md").read_text())
     print(f"Wrote {root / f'{stem}.md'}, {docs / f'{stem}.md'} and its plots under {docs / 'img'}")
     return summary
