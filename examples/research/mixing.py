@@ -52,7 +52,7 @@ sys.path.insert(0, str(EXAMPLES))
 import reproduce  # noqa: E402  (examples/reproduce.py: the cached grid, summaries and tables)
 import train  # noqa: E402  (examples/train.py)
 
-from st_hybrid.io import content_hash, write_json, write_text  # noqa: E402
+from st_hybrid.io import changed_inputs, content_hash, write_json, write_text  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def cache_status(cells, parse) -> list[dict]:
         folder = arguments.output_dir
         record = folder / "results.inputs.json"
         current = _json(train.run_inputs(arguments))
-        entry = {"label": cell.label, "folder": str(folder), "inputs": current, "record": record}
+        entry = {"label": cell.label, "folder": str(folder)}
         if not (folder / "model" / "modules.json").exists() or not (folder / "results.json").exists():
             entry.update(state="train", why="no finished run")
         elif not record.exists():
@@ -219,7 +219,7 @@ def cache_status(cells, parse) -> list[dict]:
             if stored.get("hash") == content_hash(current):
                 entry.update(state="reused", why="same inputs")
             else:
-                changed = [k for k in current if stored.get("inputs", {}).get(k) != current[k]]
+                changed = changed_inputs(stored.get("inputs", {}), current)
                 entry.update(state="train", why=f"inputs changed: {', '.join(changed) or 'format'}")
         stored_merges = [r for r in cell.merge_ratios if (folder / "merged" / f"r{r:g}").is_dir()]
         entry["merges"] = f"{len(stored_merges)} of {len(cell.merge_ratios)} merges stored"
