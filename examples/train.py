@@ -61,12 +61,18 @@ _NEW_OPTION_DEFAULTS = {
     "single_source": False,
     "eval_tatoeba_direction": "eng-x",
     "eval_max_per_language": None,
+    "loss_directions": ["query_to_doc"],
+    "partition_mode": "joint",
 }
 # Where mined hard negatives come from (see MiningArguments); with hard_negatives 0 none of these options count.
 HARD_NEGATIVE_SOURCES = ("paragraphs", "passages")
 HARD_NEGATIVES_DIR = "hard_negatives"  # under output_dir: the mined pairs, keyed by their inputs
 HEADLINE_METRICS = ("mono_map", "cross_map", "multi_map", "rank_distance", "multi_ndcg@10", "multi_recall@10")
 LOSSES = ("mnrl", "cached_mnrl")
+# MultipleNegativesRankingLoss' interaction directions (sentence-transformers >= 5): query_to_doc is InfoNCE;
+# doc_to_query adds the symmetric term (each passage must pick its own query among the batch's queries).
+LOSS_DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
+PARTITION_MODES = ("joint", "per_direction")
 
 
 def _as_list(value: Any, split_commas: bool = False) -> list[str] | None:
@@ -200,10 +206,36 @@ class LossArguments:
     scale: float = 20.0
     gather_across_devices: bool = False
     mini_batch_size: int = field(default=32, metadata={"help": "cached_mnrl only."})
+    loss_directions: list[str] = field(
+        default_factory=lambda: ["query_to_doc"],
+        metadata={
+            "help": f"The loss' interaction directions, any of {', '.join(LOSS_DIRECTIONS)}: query_to_doc is "
+            "InfoNCE with in-batch negatives; adding doc_to_query makes it symmetric."
+        },
+    )
+    partition_mode: str = field(
+        default="joint",
+        metadata={
+            "help": "joint: one softmax over every direction's candidates; per_direction: one per direction."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r}: choose one of {list(LOSSES)}.")
+        self.loss_directions = _as_list(self.loss_directions, split_commas=True) or []
+        unknown = sorted(set(self.loss_directions) - set(LOSS_DIRECTIONS))
+        if unknown or not self.loss_directions:
+            raise ValueError(
+                f"loss_directions {self.loss_directions} must be one or more of {list(LOSS_DIRECTIONS)}, e.g. "
+                "--loss_directions query_to_doc doc_to_query (the symmetric loss)."
+            )
+        if len(set(self.loss_directions)) != len(self.loss_directions):
+            raise ValueError(f"loss_directions {self.loss_directions} names a direction twice.")
+        if self.partition_mode not in PARTITION_MODES:
+            raise ValueError(
+                f"Unknown partition_mode {self.partition_mode!r}: choose one of {list(PARTITION_MODES)}."
+            )
         if self.mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be >= 1, got {self.mini_batch_size}.")
 
@@ -920,7 +952,12 @@ def build_loss(arguments: Arguments, model):
     )
 
     options = arguments.loss
-    common = {"scale": options.scale, "gather_across_devices": options.gather_across_devices}
+    common = {
+        "scale": options.scale,
+        "gather_across_devices": options.gather_across_devices,
+        "directions": tuple(options.loss_directions),
+        "partition_mode": options.partition_mode,
+    }
     if options.loss == "cached_mnrl":
         return CachedMultipleNegativesRankingLoss(model, mini_batch_size=options.mini_batch_size, **common)
     return MultipleNegativesRankingLoss(model, **common)

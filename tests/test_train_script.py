@@ -339,3 +339,31 @@ def test_shipped_cpu_configs_parse(name, tiny_model_path, shared_data, monkeypat
     config = ROOT / "examples" / "configs" / f"{name}.yaml"
     arguments = train.parse_args(["--config", str(config), "--model", str(tiny_model_path)])
     assert arguments.model.model == str(tiny_model_path)
+
+
+def test_loss_directions_reach_the_loss_and_bad_ones_are_refused(tiny_model_path, tmp_path):
+    """--loss_directions/--partition_mode build the symmetric loss; a typo exits naming the choices; the default
+    adds nothing to a run's inputs (older caches stay valid)."""
+    from sentence_transformers import SentenceTransformer
+
+    base = ["--model", str(tiny_model_path), "--output_dir", str(tmp_path / "out"), "--eval_data", "null"]
+    symmetric = train.parse_args(
+        [*base, "--loss_directions", "query_to_doc,doc_to_query", "--partition_mode", "per_direction"]
+    )
+    model = SentenceTransformer(str(tiny_model_path))
+    loss = train.build_loss(symmetric, model)
+    assert loss.directions == ("query_to_doc", "doc_to_query") and loss.partition_mode == "per_direction"
+    assert train.run_inputs(symmetric)["options"]["loss_directions"] == ["query_to_doc", "doc_to_query"]
+
+    cached = train.parse_args(
+        [*base, "--loss", "cached_mnrl", "--loss-directions", "query_to_doc", "doc_to_query"]
+    )
+    assert train.build_loss(cached, model).directions == ("query_to_doc", "doc_to_query")
+
+    default = train.parse_args(base)
+    assert train.build_loss(default, model).directions == ("query_to_doc",)
+    assert "loss_directions" not in train.run_inputs(default)["options"]
+    assert "partition_mode" not in train.run_inputs(default)["options"]
+
+    with pytest.raises(SystemExit):
+        train.parse_args([*base, "--loss_directions", "query_to_document"])
