@@ -367,3 +367,16 @@ def test_loss_directions_reach_the_loss_and_bad_ones_are_refused(tiny_model_path
 
     with pytest.raises(SystemExit):
         train.parse_args([*base, "--loss_directions", "query_to_document"])
+
+
+def test_summary_table_keeps_wide_cells_apart():
+    """A rank distance of 449.8 beside 300.9 (-148.9) once printed as '449.8449300.8958': cells must not touch."""
+    metrics = {name: 0.5 for name in train.HEADLINE_METRICS}
+    before = {"metrics": {**metrics, "rank_distance": 449.8449}}
+    merged = {"metrics": {**metrics, "rank_distance": 300.8958}}
+    table = train.format_table({"after (fine-tuned)": before, "merged r=0.5": merged, "absent": None})
+    row = next(line for line in table.splitlines() if line.startswith("rank_distance"))
+    assert row.split() == ["rank_distance", "449.8449", "300.8958", "(-148.9491)"]
+    assert "absent" not in table
+    lengths = {len(line) for line in table.splitlines()}
+    assert len(lengths) == 1, table  # every row as wide as the header: the columns line up
