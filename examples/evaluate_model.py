@@ -11,6 +11,10 @@ Usage:
 
     # a quick subset
     .venv/bin/python examples/evaluate_model.py --model $BASE_MODEL --languages en de ar --max-articles 5
+
+    # merge ratios of a fine-tuned model, no retraining: (1 - r)*base + r*tuned for each r, one report each
+    .venv/bin/python examples/evaluate_model.py --model outputs/recipe_cpu/model --merge-base $BASE_MODEL \\
+        --merge-ratios 0.4 0.5 0.6 --output results/recipe-merge-sweep
 """
 
 from __future__ import annotations
@@ -44,13 +48,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--corpus-prompt", default=None, help="e.g. 'passage: ' (default: the model's 'document' prompt)."
     )
     parser.add_argument("--output", default="results/evaluate", help="Folder for the report files.")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--merge-base",
+        default=None,
+        help="The model --model was fine-tuned from: evaluate (1 - r)*base + r*model for each --merge-ratios.",
+    )
+    parser.add_argument(
+        "--merge-ratios", type=float, nargs="+", default=None, help="Merge ratios r, with --merge-base."
+    )
+    args = parser.parse_args(argv)
+    if (args.merge_base is None) != (args.merge_ratios is None):
+        parser.error("--merge-base and --merge-ratios go together: give both, or neither.")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Evaluate ``--model`` (one report), or its merges with ``--merge-base`` (one report per ratio)."""
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model = SentenceTransformer(args.model)
     evaluator = LanguageAwareRetrievalEvaluator.from_lareqa(
         args.data,
         languages=args.languages,
@@ -62,16 +77,59 @@ def main(argv: list[str] | None = None) -> dict:
         corpus_prompt=args.corpus_prompt,
         show_progress_bar=True,
     )
-    start = time.perf_counter()
-    evaluator(model, output_path=args.output)
-    report = evaluator.last_report
-    seconds = time.perf_counter() - start
+    if args.merge_ratios:
+        reports = merge_sweep(args, evaluator)
+        print(
+            f"\n{describe_pool(next(iter(reports.values())), args)}: {args.model} merged with {args.merge_base}"
+        )
+        print(sweep_table(reports))
+        return reports
+    report = evaluate_into(evaluator, SentenceTransformer(args.model), Path(args.output))
     print(json.dumps({key: report["metrics"].get(key) for key in MAIN_METRICS}, indent=2))
-    print(
-        f"{report['num_queries']} queries x {report['num_candidates']} candidates, "
-        f"{len(report['languages'])} languages, {seconds:.0f} s; report in {args.output}"
-    )
+    print(f"{describe_pool(report, args)}, {report['seconds']:.0f} s; report in {args.output}")
     return report
+
+
+def evaluate_into(evaluator: LanguageAwareRetrievalEvaluator, model, output: Path) -> dict:
+    """Evaluate ``model``, writing the report files to ``output``; the report, with the seconds it took."""
+    start = time.perf_counter()
+    evaluator(model, output_path=str(output))
+    return {**evaluator.last_report, "seconds": time.perf_counter() - start}
+
+
+def merge_sweep(args: argparse.Namespace, evaluator: LanguageAwareRetrievalEvaluator) -> dict[float, dict]:
+    """Evaluate ``(1 - r)·base + r·model`` for each ratio r, each into ``{output}/r{r}``; reports by ratio."""
+    from st_hybrid.merge import interpolate
+
+    base, tuned = SentenceTransformer(args.merge_base), SentenceTransformer(args.model)
+    reports = {}
+    for ratio in args.merge_ratios:
+        merged = interpolate(base, tuned, ratio)
+        reports[ratio] = evaluate_into(evaluator, merged, Path(args.output) / f"r{ratio:g}")
+        metrics = reports[ratio]["metrics"]
+        print(
+            f"r={ratio:g}: " + ", ".join(f"{name} {metrics[name]:.4f}" for name in MAIN_METRICS), flush=True
+        )
+    return reports
+
+
+def sweep_table(reports: dict[float, dict]) -> str:
+    """A markdown table with one row per merge ratio and the main metrics as columns."""
+    lines = ["| merge ratio | " + " | ".join(MAIN_METRICS) + " |", "|---" * (len(MAIN_METRICS) + 1) + "|"]
+    for ratio, report in reports.items():
+        cells = " | ".join(f"{report['metrics'][name]:.4f}" for name in MAIN_METRICS)
+        lines.append(f"| {ratio:g} | {cells} |")
+    return "\n".join(lines)
+
+
+def describe_pool(report: dict, args: argparse.Namespace) -> str:
+    """The pool in words, e.g. '13090 queries x 13014 candidates, 11 languages, full pool'."""
+    subset = [f"first {args.max_articles} articles per language"] if args.max_articles else []
+    subset += [f"languages {' '.join(args.languages)}"] if args.languages else []
+    return (
+        f"{report['num_queries']} queries x {report['num_candidates']} candidates, "
+        f"{len(report['languages'])} languages, {'subset: ' + ', '.join(subset) if subset else 'full pool'}"
+    )
 
 
 if __name__ == "__main__":
