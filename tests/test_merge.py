@@ -199,3 +199,47 @@ def test_save_merged_from_folders_round_trips(tiny_model_path, tuned_path, tmp_p
     reloaded = _load(str(output))
     _assert_state_equal(reloaded, _snapshot(merged))
     torch.testing.assert_close(torch.as_tensor(reloaded.encode(TEXTS)), torch.as_tensor(merged.encode(TEXTS)))
+
+
+def _evaluate_model_script():
+    """examples/evaluate_model.py, imported as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "evaluate_model.py"
+    spec = importlib.util.spec_from_file_location("evaluate_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_model_merge_sweep_matches_the_endpoints(
+    tiny_model_path, tuned_path, shared_data, tmp_path, capsys
+):
+    """`--merge-ratios 0 1` must score exactly what the base and the tuned model score on their own."""
+    script = _evaluate_model_script()
+    pool = ["--data", str(shared_data / "xquad-r"), "--languages", "en", "de", "--max-articles", "1"]
+    base = script.main(["--model", tiny_model_path, *pool, "--output", str(tmp_path / "base")])
+    tuned = script.main(["--model", tuned_path, *pool, "--output", str(tmp_path / "tuned")])
+    assert base["metrics"]["multi_map"] != tuned["metrics"]["multi_map"]  # the endpoints can be told apart
+
+    sweep = script.main(
+        ["--model", tuned_path, "--merge-base", tiny_model_path, "--merge-ratios", "0", "0.5", "1", *pool]
+        + ["--output", str(tmp_path / "sweep")]
+    )
+    assert list(sweep) == [0.0, 0.5, 1.0]
+    for ratio, alone in ((0.0, base), (1.0, tuned)):
+        for name in script.MAIN_METRICS:
+            assert sweep[ratio]["metrics"][name] == pytest.approx(alone["metrics"][name], abs=1e-6), (
+                ratio,
+                name,
+            )
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["r0", "r0.5", "r1"]
+    printed = capsys.readouterr().out
+    assert (
+        "subset: first 1 articles per language, languages en de" in printed
+    )  # never passes for the full pool
+    assert "| 0.5 | " in printed
+
+    with pytest.raises(SystemExit):  # a ratio without the base it merges with
+        script.parse_args(["--model", tuned_path, "--merge-ratios", "0.5"])
