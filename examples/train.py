@@ -571,17 +571,31 @@ def _is_lareqa(source: str) -> bool:
 
 
 def _hard_negative_source_problem(arguments: Arguments) -> str | None:
-    """Why the hard-negative candidates cannot be built from train_data (None when they can)."""
-    if arguments.mining.hard_negatives_from != "paragraphs":
+    """Why the hard-negative candidates cannot be built from train_data (None when they can).
+
+    ``paragraphs`` needs LAReQA data: its paragraphs are the candidates. Other sources (e.g. Tatoeba bitext) may
+    train beside it; their rows then draw negatives from those paragraphs, which only ``language: any`` allows
+    (their languages, and codes such as ``eng``, are not the paragraphs').
+    """
+    mining = arguments.mining
+    if mining.hard_negatives_from != "paragraphs":
         return None
     others = [source for source in arguments.data.train_data if not _is_lareqa(source)]
     if not others:
         return None
-    return (
-        f"hard_negatives_from=paragraphs mines from the paragraphs of LAReQA train_data (folders of "
-        f"<language>.json), and {others} are not LAReQA data. Train on LAReQA data only (e.g. "
-        "../shared/data/mlqa-r), or set hard_negatives_from: passages (the training passages)."
-    )
+    if len(others) == len(arguments.data.train_data):
+        return (
+            f"hard_negatives_from=paragraphs mines from the paragraphs of LAReQA train_data (folders of "
+            f"<language>.json), and {others} are not LAReQA data. Add LAReQA data (e.g. ../shared/data/mlqa-r), "
+            "or set hard_negatives_from: passages (the training passages)."
+        )
+    if mining.hard_negatives_language != "any":
+        return (
+            f"train_data {others} is not LAReQA data: its rows draw hard negatives from the LAReQA paragraphs, "
+            f"which hold none of its languages, so hard_negatives_language={mining.hard_negatives_language!r} "
+            "would drop every one of its rows. Set hard_negatives_language: any, or train on LAReQA data only."
+        )
+    return None
 
 
 RESUME_RECORD = "run.inputs.json"  # the settings of the run in an output_dir, checked by --resume
@@ -779,14 +793,15 @@ def hard_negative_corpus(arguments: Arguments) -> dict[str, list[str]] | None:
     Every sentence of the LAReQA train_data paragraphs, in the languages trained on, except every question's
     answer sentence (also those of pairs that max_train_pairs left out: a left-out translation of a pair's
     answer would otherwise be mined as its negative). Mining also skips every training text
-    (``avoid_training_positives``), so no negative is another pair's positive.
+    (``avoid_training_positives``), so no negative is another pair's positive. Rows of other sources (bitext)
+    draw their negatives from the same sentences.
     """
     if arguments.mining.hard_negatives_from != "paragraphs":
         return None
     from st_hybrid.mining import lareqa_corpus
 
     texts, languages, answers = [], [], set()
-    for source in arguments.data.train_data:
+    for source in filter(_is_lareqa, arguments.data.train_data):  # other sources have no paragraphs
         table = _training_table(source, arguments.data)
         if table is None:
             continue

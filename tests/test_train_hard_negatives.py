@@ -176,6 +176,41 @@ def test_paragraph_candidates_exclude_every_answer_of_the_training_data(shared_d
     assert set(corpus["language"]) == set(LANGUAGES)
 
 
+def test_bitext_beside_lareqa_data_gets_negatives_from_its_paragraphs(
+    tiny_model_path, shared_data, tmp_path, monkeypatch
+):
+    """MLQA-R with Tatoeba bitext: every row, bitext included, gets paragraph-sentence negatives that are no
+    training text; the sampler's positive groups are those of the plain pairs."""
+    from datasets import load_from_disk
+
+    from st_hybrid.mining import lareqa_corpus
+
+    recorder = _Recorder(monkeypatch)
+    out = tmp_path / "run"
+    flags = _flags(
+        tiny_model_path,
+        out,
+        shared_data,
+        train_data=f"[{shared_data / 'mlqa-r'},{shared_data / 'tatoeba'}]",
+        train_languages="en,de,ell,tha,eng",
+        max_train_pairs=300,
+        hard_negatives=1,
+        hard_negatives_language="any",
+    )
+    results = train.main(flags)
+
+    assert recorder.mining_calls == 1 and set(recorder.loss_inputs) == {3}
+    mined = load_from_disk(str(out / "hard_negatives" / "pairs"))
+    assert len(mined) == results["train_pairs"]  # no row dropped
+    bitext = [row for row in mined if row["passage_language"] in {"ell", "tha", "eng"}]
+    assert 0 < len(bitext) < len(mined)  # both sources trained
+    paragraphs = set(lareqa_corpus(shared_data / "mlqa-r", languages=["en", "de"])["text"])
+    training_texts = set(mined["query"]) | set(mined["passage"])
+    assert all(row["negative"] in paragraphs and row["negative"] not in training_texts for row in mined)
+    groups = results["hard_negatives"]["positive_groups"]
+    assert groups["after"] == groups["before"]
+
+
 def test_negatives_from_the_training_passages_that_chain_every_pair_are_refused(
     tiny_model_path, shared_data, tmp_path
 ):
@@ -216,13 +251,17 @@ def test_runs_without_hard_negatives_keep_their_cache_keys(tmp_path):
         ),
         (["--hard_negatives", "1", "--hard_negatives_relative_margin", "1.5"], "must be below 1"),
         (["--hard_negatives", "1", "--train_data", "{tatoeba}"], "set hard_negatives_from: passages"),
+        (
+            ["--hard_negatives", "1", "--train_data", "[{mlqa},{tatoeba}]"],
+            "Set hard_negatives_language: any",
+        ),
     ],
 )
 def test_bad_hard_negative_options_are_refused_before_anything_loads(
     flags, message, shared_data, tmp_path, capsys
 ):
     out = tmp_path / "run"
-    flags = [flag.format(tatoeba=shared_data / "tatoeba") for flag in flags]
+    flags = [flag.format(tatoeba=shared_data / "tatoeba", mlqa=shared_data / "mlqa-r") for flag in flags]
     with pytest.raises(SystemExit):
         train.main(["--model", "no/such-model", "--eval_data", "null", "--output_dir", str(out), *flags])
     assert message in capsys.readouterr().err
