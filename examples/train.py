@@ -36,6 +36,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Set
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -787,14 +788,17 @@ def check_no_leakage(pairs, evaluator) -> None:
 # ---------------------------------------------------------------------------------------------
 # Hard negatives
 # ---------------------------------------------------------------------------------------------
-def hard_negative_corpus(arguments: Arguments) -> dict[str, list[str]] | None:
+def hard_negative_corpus(
+    arguments: Arguments, exclude: Set[str] = frozenset()
+) -> dict[str, list[str]] | None:
     """The extra candidates of ``hard_negatives_from: paragraphs`` (None for ``passages``).
 
     Every sentence of the LAReQA train_data paragraphs, in the languages trained on, except every question's
     answer sentence (also those of pairs that max_train_pairs left out: a left-out translation of a pair's
     answer would otherwise be mined as its negative). Mining also skips every training text
     (``avoid_training_positives``), so no negative is another pair's positive. Rows of other sources (bitext)
-    draw their negatives from the same sentences.
+    draw their negatives from the same sentences. Texts in ``exclude`` (the evaluation set's) are left out:
+    boilerplate such as a "[citation needed]" sentence occurs in MLQA-R and XQuAD-R paragraphs alike.
     """
     if arguments.mining.hard_negatives_from != "paragraphs":
         return None
@@ -809,7 +813,12 @@ def hard_negative_corpus(arguments: Arguments) -> dict[str, list[str]] | None:
         corpus = lareqa_corpus(source, languages=sorted(set(table["language"])))
         texts += corpus["text"]
         languages += corpus["language"]
-    keep = [i for i, text in enumerate(texts) if text not in answers]
+    keep = [i for i, text in enumerate(texts) if text not in answers and text not in exclude]
+    if left_out := len(set(texts) & exclude):
+        logger.info(
+            "Hard-negative candidates: %d distinct paragraph sentence(s) left out as evaluation texts.",
+            left_out,
+        )
     return {"text": [texts[i] for i in keep], "language": [languages[i] for i in keep]}
 
 
@@ -892,10 +901,13 @@ def count_positive_groups(pairs) -> int:
     return len(set(metadata.group.tolist()))
 
 
-def with_hard_negatives(arguments: Arguments, pairs, model) -> tuple[Any, dict[str, Any]]:
+def with_hard_negatives(
+    arguments: Arguments, pairs, model, exclude: Set[str] = frozenset()
+) -> tuple[Any, dict[str, Any]]:
     """The pairs with mined negatives, and a summary; mined once per inputs, then loaded from output_dir.
 
-    The main process mines (or reuses the cached result); the other processes wait for it and load it.
+    The main process mines (or reuses the cached result); the other processes wait for it and load it. No
+    negative is a text of ``exclude`` (the evaluation set's texts: see :func:`hard_negative_corpus`).
     """
     from accelerate import PartialState
     from datasets import load_from_disk
@@ -905,7 +917,7 @@ def with_hard_negatives(arguments: Arguments, pairs, model) -> tuple[Any, dict[s
     summary_file = folder / "summary.json"
     mined_now = []
     if state.is_main_process:
-        corpus = hard_negative_corpus(arguments)
+        corpus = hard_negative_corpus(arguments, exclude)
         if not (folder / "pairs").is_dir():
             summary_file.unlink(missing_ok=True)  # its pairs are gone: mine again
 
@@ -1157,7 +1169,10 @@ def run(arguments: Arguments) -> dict | None:
     model = load_model(arguments)
     mining = None
     if arguments.mining.hard_negatives:
-        pairs, mining = with_hard_negatives(arguments, pairs, model)
+        evaluation_texts = (
+            set() if evaluator is None else {*evaluator.candidate_texts, *evaluator.query_texts}
+        )
+        pairs, mining = with_hard_negatives(arguments, pairs, model, evaluation_texts)
         if evaluator is not None:
             check_no_leakage(pairs, evaluator)
 

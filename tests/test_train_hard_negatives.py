@@ -176,6 +176,50 @@ def test_paragraph_candidates_exclude_every_answer_of_the_training_data(shared_d
     assert set(corpus["language"]) == set(LANGUAGES)
 
 
+def test_evaluation_texts_are_never_hard_negative_candidates(shared_data, tmp_path):
+    """MLQA-R and XQuAD-R paragraphs share boilerplate sentences (e.g. Hindi "[citation needed]"): mined as a
+    negative, such a sentence would be a training text in the evaluation pool. The run's evaluation texts are
+    left out of the candidates."""
+    arguments = train.parse_args(
+        _flags(
+            "unused-model",
+            tmp_path / "run",
+            shared_data,
+            train_languages="en,de,es,hi",
+            eval_data=shared_data / "xquad-r",
+        )
+    )
+    evaluator = train.build_evaluator(arguments)
+    evaluation_texts = {*evaluator.candidate_texts, *evaluator.query_texts}
+    everything = set(train.hard_negative_corpus(arguments)["text"])
+    shared = everything & evaluation_texts
+    assert shared  # real data: the check below has something to remove
+    kept = set(train.hard_negative_corpus(arguments, evaluation_texts)["text"])
+    assert kept == everything - shared
+
+
+def test_the_run_mines_outside_its_evaluation_texts(tiny_model_path, shared_data, tmp_path, monkeypatch):
+    excluded = []
+    real_corpus = train.hard_negative_corpus
+
+    def corpus(arguments, exclude=frozenset()):
+        excluded.append(set(exclude))
+        return real_corpus(arguments, exclude)
+
+    monkeypatch.setattr(train, "hard_negative_corpus", corpus)
+    flags = _flags(
+        tiny_model_path,
+        tmp_path / "run",
+        shared_data,
+        hard_negatives=1,
+        eval_data=shared_data / "xquad-r",
+        eval_max_articles=1,
+    )
+    train.main(flags)
+    evaluator = train.build_evaluator(train.parse_args(flags))
+    assert excluded == [{*evaluator.candidate_texts, *evaluator.query_texts}]
+
+
 def test_bitext_beside_lareqa_data_gets_negatives_from_its_paragraphs(
     tiny_model_path, shared_data, tmp_path, monkeypatch
 ):
