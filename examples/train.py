@@ -263,8 +263,9 @@ class MiningArguments:
         default="paragraphs",
         metadata={
             "help": "paragraphs: every sentence of the LAReQA train_data paragraphs that is no question's "
-            "answer and no training text (keeps the sampler's positive groups); passages: the training "
-            "passages (other pairs' positives: the sampler joins their groups, on real data into one)."
+            "answer, no training text and no evaluation text (keeps the sampler's positive groups; rows of other "
+            "sources, e.g. Tatoeba, draw from them too, with hard_negatives_language any); passages: the "
+            "training passages (other pairs' positives: the sampler joins their groups, on real data into one)."
         },
     )
     hard_negatives_range_min: int = field(
