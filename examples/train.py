@@ -36,6 +36,7 @@ import os
 import shutil
 import sys
 import time
+import typing
 from collections.abc import Set
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -491,7 +492,22 @@ def build_parser() -> HfArgumentParser:
         help="Short for --per_device_train_batch_size.",
     )
     parser.set_defaults(**TRAINING_DEFAULTS, ddp_backend=_ddp_backend())
+    _accept_null(parser)
     return parser
+
+
+def _accept_null(parser: HfArgumentParser) -> None:
+    """Optional numbers take ``null`` (or ``none``) on the command line as in YAML, e.g. ``--cross_partners null``."""
+    actions = parser._option_string_actions  # argparse keeps no public map from flag to action
+    for group in ARGUMENT_CLASSES[:-1]:
+        for name, hint in typing.get_type_hints(group).items():
+            if hint in (int | None, float | None):
+                action = actions[f"--{name}"]
+                action.type = functools.partial(_number_or_null, action.type)
+
+
+def _number_or_null(convert, text: str):
+    return None if text.strip().lower() in ("null", "none") else convert(text)
 
 
 def _config_defaults(parser: HfArgumentParser, values: dict[str, Any], source: str) -> dict[str, Any]:

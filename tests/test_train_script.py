@@ -173,6 +173,26 @@ def test_yaml_flags_and_legacy_spellings_parse_into_the_training_arguments(tmp_p
     assert Path(arguments.training.output_dir) == tmp_path / "out" / "checkpoints"
 
 
+def test_optional_numbers_take_null_on_the_command_line_as_in_yaml(tmp_path):
+    """``cross_partners: null`` (every language pair) works in YAML; the same value works as a flag."""
+    base = ["--eval_data", "null", "--output_dir", str(tmp_path)]
+    config = tmp_path / "run.yaml"
+    config.write_text("cross_partners: 3\nmax_train_pairs: 10\n")
+    arguments = train.parse_args(
+        [*base, "--config", str(config), "--cross_partners", "null", "--max_train_pairs", "None"]
+    )
+    assert arguments.data.cross_partners is None and arguments.data.max_train_pairs is None
+    assert (
+        train.parse_args(
+            [*base, "--hard_negatives_relative_margin", "null"]
+        ).mining.hard_negatives_relative_margin
+        is None
+    )
+    assert train.parse_args([*base, "--config", str(config)]).data.cross_partners == 3
+    with pytest.raises(SystemExit):
+        train.parse_args([*base, "--cross_partners", "every"])
+
+
 def test_training_arguments_flags_reach_the_trainer(tiny_model_path, shared_data, tmp_path):
     """--bf16 --gradient_accumulation_steps 2 --lr_scheduler_type cosine are the arguments the Trainer ran with."""
     out = tmp_path / "flags"
