@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -201,13 +202,12 @@ def test_save_merged_from_folders_round_trips(tiny_model_path, tuned_path, tmp_p
     torch.testing.assert_close(torch.as_tensor(reloaded.encode(TEXTS)), torch.as_tensor(merged.encode(TEXTS)))
 
 
-def _evaluate_model_script():
-    """examples/evaluate_model.py, imported as a module."""
+def _example_script(relative: str):
+    """A script under examples/, imported as a module."""
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "evaluate_model.py"
-    spec = importlib.util.spec_from_file_location("evaluate_model", path)
+    path = Path(__file__).resolve().parents[1] / "examples" / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -217,7 +217,7 @@ def test_evaluate_model_merge_sweep_matches_the_endpoints(
     tiny_model_path, tuned_path, shared_data, tmp_path, capsys
 ):
     """`--merge-ratios 0 1` must score exactly what the base and the tuned model score on their own."""
-    script = _evaluate_model_script()
+    script = _example_script("evaluate_model.py")
     pool = ["--data", str(shared_data / "xquad-r"), "--languages", "en", "de", "--max-articles", "1"]
     base = script.main(["--model", tiny_model_path, *pool, "--output", str(tmp_path / "base")])
     tuned = script.main(["--model", tuned_path, *pool, "--output", str(tmp_path / "tuned")])
@@ -243,3 +243,27 @@ def test_evaluate_model_merge_sweep_matches_the_endpoints(
 
     with pytest.raises(SystemExit):  # a ratio without the base it merges with
         script.parse_args(["--model", tuned_path, "--merge-ratios", "0.5"])
+
+
+def test_checkpoint_soup_is_the_uniform_mean_and_keeps_the_last_models_config(
+    tiny_model_path, tuned_path, tmp_path
+):
+    soup_script = _example_script("experiments/checkpoint_soup.py")
+    third = _load(tuned_path)
+    with torch.no_grad():
+        for parameter in third.parameters():
+            parameter.mul_(-2.0)
+    third.max_seq_length = 17  # the last model's configuration wins
+    third_path = tmp_path / "third"
+    third.save(str(third_path))
+
+    paths = [tiny_model_path, tuned_path, str(third_path)]
+    soup_script.main(["--output", str(tmp_path / "soup"), *paths])
+    soup = _load(str(tmp_path / "soup"))
+    states = [_snapshot(_load(path)) for path in paths]
+    for name, tensor in soup.state_dict().items():
+        if tensor.is_floating_point():
+            expected = sum(state[name] for state in states) / 3
+            assert torch.allclose(tensor, expected, atol=1e-6), name
+    assert soup.max_seq_length == 17
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["soup", "third"]  # no scratch folders left
