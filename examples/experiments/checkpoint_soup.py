@@ -1,8 +1,8 @@
 """Average the weights of a run's last checkpoints (a uniform "checkpoint soup"), saved as a plain model folder.
 
-An experiment for issue 10's rank-distance gap (result in docs/results.md). The average is built from
-pairwise :func:`st_hybrid.merge.save_merged` steps, each giving the next model its share (1/2, 1/3, ...), so
-the architecture and parameter-name checks of the merge apply. The last model given (the run's final model)
+An experiment for issue 10's rank-distance gap (result in docs/results.md). The average is built in memory from
+pairwise :func:`st_hybrid.merge.interpolate` steps, each giving the next model its share (1/2, 1/3, ...), so
+the architecture and parameter-name checks of the merge apply; only the result is saved. The last model given (the run's final model)
 comes last: the soup keeps its configuration (trainer checkpoints store the training truncation, 64 tokens,
 and the final model the full length). Merge the soup with the base model as usual, e.g. with
 ``evaluate_model.py --merge-base``.
@@ -17,10 +17,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
-from st_hybrid.merge import save_merged
+from st_hybrid.merge import interpolate, save_merged
 
 
 def checkpoint_soup(models: list[Path], output: Path) -> None:
@@ -29,13 +28,14 @@ def checkpoint_soup(models: list[Path], output: Path) -> None:
         raise SystemExit(
             f"A soup needs at least two models, got {len(models)}: give checkpoints and the final model."
         )
-    with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
-        running = models[0]
-        for count, model in enumerate(models[1:], start=2):
-            target = output if count == len(models) else Path(scratch) / f"soup-{count}"
-            # running holds the mean of the first count - 1 models: the next one weighs 1 / count.
-            save_merged(running, model, 1 / count, target, base_name=str(running), tuned_name=str(model))
-            running = target
+    running = models[0]
+    # In memory; running holds the mean of the first count - 1 models, so the next one weighs 1 / count.
+    for count, model in enumerate(models[1:-1], start=2):
+        running = interpolate(running, model, 1 / count)
+    names = ", ".join(str(model) for model in models[:-1])
+    save_merged(
+        running, models[-1], 1 / len(models), output, base_name=f"mean of {names}", tuned_name=str(models[-1])
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
