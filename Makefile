@@ -5,7 +5,7 @@ SHARED ?= ../shared
 # Extra flags for train / reproduce, e.g. make train ARGS="--overwrite --merge_ratio 0.5"
 ARGS ?=
 
-.PHONY: install test test-fast test-slow lint format train recipe reproduce research research-languages \
+.PHONY: install test test-fast test-slow lint format train recipe recipe-gemma reproduce research research-languages \
 	research-mixing research-strategies research-efficiency research-size bench clean
 
 install:  ## create .venv and install st-hybrid with its dev tools (torch CPU wheel first)
@@ -35,6 +35,16 @@ train:  ## the main job: fine-tune multilingual-e5-small on MLQA-R, evaluate on 
 recipe:  ## the CPU recipe: 500 cross-lingual steps x 32 on MLQA-R + 1 mined hard negative, merged with the base at r=0.5, full XQuAD-R (~45 min)
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
 	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/recipe_cpu.yaml --model $$BASE_MODEL $(ARGS)
+
+# The moonshot of issue 10: the recipe on embeddinggemma-300m (1.15 GB download the first time). Training evaluates
+# on a SUBSET (4 XQuAD-R articles per language); the merge ratios are swept on the same subset, no retraining.
+GEMMA_MERGE_RATIOS ?= 0.1 0.2 0.3 0.5
+GEMMA_OUT ?= outputs/recipe_gemma_cpu
+recipe-gemma:  ## moonshot: 250 cross-lingual steps x 32 on embeddinggemma-300m (~45 min) + merge sweep on a subset (~8 min)
+	GEMMA=$$($(SHARED)/tools/offline-model $(PY) embeddinggemma-300m) && \
+	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/recipe_gemma_cpu.yaml --model $$GEMMA --output_dir $(GEMMA_OUT) $(ARGS) && \
+	$(PY) examples/evaluate_model.py --model $(GEMMA_OUT)/model --merge-base $$GEMMA \
+		--merge-ratios $(GEMMA_MERGE_RATIOS) --max-articles 4 --batch-size 32 --output $(GEMMA_OUT)/merge_sweep_subset4
 
 reproduce:  ## mono / cross / hybrid / mixed comparison at CPU scale, 3 seeds, merged with the base at r=0.5
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
