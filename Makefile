@@ -5,7 +5,7 @@ SHARED ?= ../shared
 # Extra flags for train / reproduce, e.g. make train ARGS="--overwrite --merge_ratio 0.5"
 ARGS ?=
 
-.PHONY: install test test-fast test-slow lint format train recipe recipe-gemma reproduce research research-languages \
+.PHONY: install test test-fast test-slow lint format train recipe recipe-gemma recipe-gemma-full reproduce research research-languages \
 	research-mixing research-strategies research-efficiency research-size bench clean
 
 install:  ## create .venv and install st-hybrid with its dev tools (torch CPU wheel first)
@@ -45,6 +45,12 @@ recipe-gemma:  ## moonshot: 250 cross-lingual steps x 32 on embeddinggemma-300m 
 	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/recipe_gemma_cpu.yaml --model $$GEMMA --output_dir $(GEMMA_OUT) $(ARGS) && \
 	$(PY) examples/evaluate_model.py --model $(GEMMA_OUT)/model --merge-base $$GEMMA \
 		--merge-ratios $(GEMMA_MERGE_RATIOS) --max-articles 4 --batch-size 32 --output $(GEMMA_OUT)/merge_sweep_subset4
+
+GEMMA_RATIO ?= 0.5
+recipe-gemma-full:  ## the moonshot's picked merge (GEMMA_RATIO: the subset sweep's pick) on the full XQuAD-R (~20 min)
+	GEMMA=$$($(SHARED)/tools/offline-model $(PY) embeddinggemma-300m) && \
+	$(PY) examples/evaluate_model.py --model $(GEMMA_OUT)/model --merge-base $$GEMMA \
+		--merge-ratios $(GEMMA_RATIO) --batch-size 32 --output $(GEMMA_OUT)/merged_full
 
 reproduce:  ## mono / cross / hybrid / mixed comparison at CPU scale, 3 seeds, merged with the base at r=0.5
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
