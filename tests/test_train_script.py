@@ -352,7 +352,9 @@ def test_static_embedding_model_trains_and_frozen_embeddings_are_refused(
         )
 
 
-@pytest.mark.parametrize("name", ["default", "recipe_cpu", "recipe_gemma_cpu", "reproduce_cpu", "reproduce_cpu_quick"])
+@pytest.mark.parametrize(
+    "name", ["default", "recipe_cpu", "recipe_gemma_cpu", "reproduce_cpu", "reproduce_cpu_quick"]
+)
 def test_shipped_cpu_configs_parse(name, tiny_model_path, shared_data, monkeypatch):
     """Every CPU config we ship passes train.py's checks as written (a bad key or value would exit)."""
     monkeypatch.chdir(ROOT)  # the configs name ../shared relative to the repository root
