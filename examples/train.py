@@ -46,7 +46,7 @@ import yaml
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 
-from st_hybrid.data import is_tatoeba_folder
+from st_hybrid.data import is_tatoeba_folder, parallel_positive_columns
 from st_hybrid.io import cached_json, changed_inputs, content_hash, path_fingerprint, write_json
 from st_hybrid.mining import LANGUAGE_MODES, negative_columns
 from st_hybrid.sampler import LANGUAGE_WEIGHTINGS, STRATEGIES
@@ -65,6 +65,7 @@ _NEW_OPTION_DEFAULTS = {
     "eval_max_per_language": None,
     "loss_directions": ["query_to_doc"],
     "partition_mode": "joint",
+    "parallel_positives": 0,
 }
 # Where mined hard negatives come from (see MiningArguments); with hard_negatives 0 none of these options count.
 HARD_NEGATIVE_SOURCES = ("paragraphs", "passages")
@@ -221,6 +222,14 @@ class LossArguments:
             "help": "joint: one softmax over every direction's candidates; per_direction: one per direction."
         },
     )
+    parallel_positives: int = field(
+        default=0,
+        metadata={
+            "help": "Extra positives per pair: its answer in this many other languages of its parallel id "
+            "(st_hybrid.data.add_parallel_positives), trained with st_hybrid.losses.MultiPositiveRankingLoss. "
+            "0: one positive, MNRL."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -237,6 +246,14 @@ class LossArguments:
         if self.partition_mode not in PARTITION_MODES:
             raise ValueError(
                 f"Unknown partition_mode {self.partition_mode!r}: choose one of {list(PARTITION_MODES)}."
+            )
+        if self.parallel_positives < 0:
+            raise ValueError(f"parallel_positives must be >= 0, got {self.parallel_positives}.")
+        if self.parallel_positives and (self.loss != "mnrl" or self.loss_directions != ["query_to_doc"]):
+            raise ValueError(
+                f"parallel_positives {self.parallel_positives} trains MultiPositiveRankingLoss, which has no "
+                f"{self.loss} / {self.loss_directions} variant: set loss: mnrl and loss_directions: "
+                "query_to_doc, or parallel_positives: 0."
             )
         if self.mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be >= 1, got {self.mini_batch_size}.")
@@ -561,8 +578,8 @@ def parse_args(argv: list[str] | None = None, overrides: dict[str, Any] | None =
     if training.prompts is None:
         training.prompts = {"query": groups[0].query_prompt, "passage": groups[0].passage_prompt}
     arguments = Arguments(*groups, training=training, output_dir=output_dir)
+    _prompt_passage_columns(training, arguments.mining.hard_negatives, arguments.loss.parallel_positives)
     if arguments.mining.hard_negatives:
-        _prompt_negatives(training, arguments.mining.hard_negatives)
         problem = _hard_negative_source_problem(arguments)
         if problem:
             parser.error(problem)
@@ -573,11 +590,16 @@ def parse_args(argv: list[str] | None = None, overrides: dict[str, Any] | None =
     return arguments
 
 
-def _prompt_negatives(training: SentenceTransformerTrainingArguments, num_negatives: int) -> None:
-    """Mined negatives are passages: give their columns the passage prompt (a per-column dict names each column)."""
+def _prompt_passage_columns(
+    training: SentenceTransformerTrainingArguments, num_negatives: int, num_positives: int
+) -> None:
+    """Mined negatives and extra positives are passages: give their columns the passage prompt.
+
+    (A per-column prompt dict names each column.)
+    """
     prompts = training.prompts
     if isinstance(prompts, dict) and "passage" in prompts and isinstance(prompts["passage"], str):
-        for column in negative_columns(num_negatives):
+        for column in negative_columns(num_negatives) + parallel_positive_columns(num_positives):
             prompts.setdefault(column, prompts["passage"])
 
 
@@ -791,7 +813,8 @@ def build_evaluator(arguments: Arguments):
 
 def check_no_leakage(pairs, evaluator) -> None:
     """Refuse to evaluate on text the model trained on (passages and mined negatives): the scores would be inflated."""
-    passage_columns = ["passage", *(c for c in pairs.column_names if c.startswith("negative"))]
+    passage_columns = [c for c in pairs.column_names if c.startswith(("passage", "negative"))]
+    passage_columns.remove("passage_language")
     passages = {text for column in passage_columns for text in pairs[column]} & set(evaluator.candidate_texts)
     queries = set(pairs["query"]) & set(evaluator.query_texts)
     if passages or queries:
@@ -989,6 +1012,22 @@ def hard_negative_notes(summary: dict[str, Any]) -> str:
     )
 
 
+def with_parallel_positives(arguments: Arguments, pairs, answers_from):
+    """The pairs with ``parallel_positives`` more answers each (see :func:`st_hybrid.data.add_parallel_positives`)."""
+    from st_hybrid.data import add_parallel_positives
+
+    extended = add_parallel_positives(
+        pairs, arguments.loss.parallel_positives, seed=arguments.training.seed, answers_from=answers_from
+    )
+    logger.info(
+        "Parallel positives: %d more per pair, %d of %d pairs have them",
+        arguments.loss.parallel_positives,
+        len(extended),
+        len(pairs),
+    )
+    return extended
+
+
 def build_loss(arguments: Arguments, model):
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
@@ -996,6 +1035,15 @@ def build_loss(arguments: Arguments, model):
     )
 
     options = arguments.loss
+    if options.parallel_positives:
+        from st_hybrid.losses import MultiPositiveRankingLoss
+
+        return MultiPositiveRankingLoss(
+            model,
+            num_positives=1 + options.parallel_positives,
+            scale=options.scale,
+            gather_across_devices=options.gather_across_devices,
+        )
     common = {
         "scale": options.scale,
         "gather_across_devices": options.gather_across_devices,
@@ -1184,14 +1232,16 @@ def run(arguments: Arguments) -> dict | None:
         arguments.batches.alpha,
     )
     model = load_model(arguments)
-    mining = None
+    mining, unmined_pairs = None, pairs
     if arguments.mining.hard_negatives:
         evaluation_texts = (
             set() if evaluator is None else {*evaluator.candidate_texts, *evaluator.query_texts}
         )
         pairs, mining = with_hard_negatives(arguments, pairs, model, evaluation_texts)
-        if evaluator is not None:
-            check_no_leakage(pairs, evaluator)
+    if arguments.loss.parallel_positives:
+        pairs = with_parallel_positives(arguments, pairs, answers_from=unmined_pairs)
+    if evaluator is not None and (mining or arguments.loss.parallel_positives):
+        check_no_leakage(pairs, evaluator)
 
     before = None
     if evaluator is not None and arguments.evaluation.evaluate_before and state.is_main_process:

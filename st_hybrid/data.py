@@ -40,6 +40,7 @@ from datasets import Dataset, load_dataset
 __all__ = [
     "METADATA_COLUMNS",
     "PARALLEL_COLUMNS",
+    "add_parallel_positives",
     "RetrievalCorpus",
     "TATOEBA_DIRECTIONS",
     "available_languages",
@@ -49,6 +50,7 @@ __all__ = [
     "load_lareqa_retrieval",
     "load_parallel",
     "load_tatoeba",
+    "parallel_positive_columns",
     "require_consistent_case",
     "require_filled",
     "split_parallel",
@@ -655,6 +657,85 @@ def build_training_pairs(
     if "answer_id" in columns:  # the passage's answer sentence: the sampler's grouping key
         pairs["answer_id"] = np.asarray(columns["answer_id"], dtype=object)[passage_rows].astype(str).tolist()
     return Dataset.from_dict(pairs)
+
+
+def parallel_positive_columns(num_positives: int) -> list[str]:
+    """Names of the extra positive columns: ``passage_2``, ``passage_3``, ... (``passage`` is the first)."""
+    return [f"passage_{k}" for k in range(2, num_positives + 2)]
+
+
+def add_parallel_positives(
+    pairs: Dataset, num_positives: int = 1, seed: int = 0, answers_from: Dataset | None = None
+) -> Dataset:
+    """Give every pair ``num_positives`` more positives: its answer in other languages of its parallel id.
+
+    A question's answer in every language is relevant to it (the LAReQA multilingual pool), but a pair
+    names one. The extra columns ``passage_2``, ... hold the answers of the pair's ``(source, parallel_id)``
+    in other languages: first languages that are neither the query's nor the passage's (in a random order),
+    then the query's own. Rows whose id has too few languages are dropped. Train on them with
+    :class:`st_hybrid.losses.MultiPositiveRankingLoss`: ``MultipleNegativesRankingLoss`` would score the
+    extra columns as negatives, i.e. a translation of the positive as a false negative.
+
+    Args:
+        pairs: Training pairs (see :func:`build_training_pairs`); other columns (mined negatives) are kept.
+        num_positives: Extra positives per row (>= 1).
+        seed: Seed for the choice of languages.
+        answers_from: Pairs to read each id's answers from (default ``pairs``): give the pairs before
+            a step that dropped rows (mining), so no answer is lost with them.
+
+    Returns:
+        ``pairs`` with the columns ``passage_2`` ... after ``passage``, fewer rows if some ids were short.
+
+    Raises:
+        ValueError: ``num_positives < 1``, missing columns, or no row with enough languages.
+    """
+    if num_positives < 1:
+        raise ValueError(f"num_positives must be >= 1, got {num_positives}.")
+    needed = ["query", "passage", "query_language", "passage_language", "parallel_id"]
+    source = answers_from if answers_from is not None else pairs
+    for name, table in (("pairs", pairs), ("answers_from", source)):
+        if missing := [c for c in needed if c not in table.column_names]:
+            raise ValueError(f"{name} lacks the columns {missing}; build it with build_training_pairs.")
+    taken = [c for c in parallel_positive_columns(num_positives) if c in pairs.column_names]
+    if taken:
+        raise ValueError(f"pairs already has the columns {taken}: add parallel positives once.")
+
+    def keys(table: Dataset) -> list[tuple[str, str]]:
+        sources = table["source"] if "source" in table.column_names else ["default"] * len(table)
+        return list(zip(map(str, sources), map(str, table["parallel_id"]), strict=True))
+
+    answers: dict[tuple[str, str], dict[str, str]] = {}
+    for key, language, text in zip(keys(source), source["passage_language"], source["passage"], strict=True):
+        answers.setdefault(key, {}).setdefault(language, text)
+    rng = np.random.default_rng(seed)
+    extra, kept = [], []
+    row_keys = keys(pairs)
+    for row, (key, query_language, passage_language, passage) in enumerate(
+        zip(row_keys, pairs["query_language"], pairs["passage_language"], pairs["passage"], strict=True)
+    ):
+        by_language = answers.get(key, {})
+        others = sorted(set(by_language) - {query_language, passage_language})
+        order = [others[i] for i in rng.permutation(len(others))]
+        if query_language != passage_language and query_language in by_language:
+            order.append(query_language)
+        texts = [by_language[language] for language in order if by_language[language] != passage]
+        if len(texts) >= num_positives:
+            kept.append(row)
+            extra.append(texts[:num_positives])
+    if not kept:
+        raise ValueError(
+            f"No pair's parallel id has {num_positives} answer(s) besides its passage: lower num_positives "
+            "or train on data with more languages per id."
+        )
+    result = pairs.select(kept) if len(kept) < len(pairs) else pairs
+    names = parallel_positive_columns(num_positives)
+    for position, name in enumerate(names):
+        result = result.add_column(name, [texts[position] for texts in extra])
+    order = list(result.column_names)
+    for name in names:
+        order.remove(name)
+    at = order.index("passage") + 1
+    return result.select_columns(order[:at] + names + order[at:])
 
 
 # ---------------------------------------------------------------------------------------------

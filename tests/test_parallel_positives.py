@@ -1,0 +1,228 @@
+"""Several positives per query: ``st_hybrid.data.add_parallel_positives`` (a pair's answer in more languages),
+``st_hybrid.losses.MultiPositiveRankingLoss`` (hand-computed values, MNRL as its one-positive case) and
+``examples/train.py --parallel_positives N`` end to end."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+
+from st_hybrid.data import add_parallel_positives, build_training_pairs, load_parallel
+from st_hybrid.losses import MultiPositiveRankingLoss
+from st_hybrid.sampler import HybridBatchSampler, PairMetadata
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+import train  # noqa: E402  (examples/train.py)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss
+# ---------------------------------------------------------------------------------------------
+def _identity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dot product: scores are readable from the toy embeddings."""
+    return a @ b.T
+
+
+def test_loss_matches_a_hand_computation():
+    # Two rows, two positives each, one negative each. 1-d embeddings: score = query * candidate.
+    queries = torch.tensor([[1.0], [2.0]])
+    passage = torch.tensor([[3.0], [0.5]])
+    passage_2 = torch.tensor([[1.0], [-1.0]])
+    negative = torch.tensor([[2.0], [0.0]])
+    loss = MultiPositiveRankingLoss(None, num_positives=2, scale=1.0, similarity_fct=_identity)
+    value = loss.compute_loss_from_embeddings([queries, passage, passage_2, negative])
+
+    def term(positive: float, negatives: list[float]) -> float:
+        return -math.log(math.exp(positive) / (math.exp(positive) + sum(math.exp(n) for n in negatives)))
+
+    # Row 0 (q=1): candidates 3, .5 | 1, -1 | 2, 0; its positives are 3 and 1, never in each other's softmax.
+    row_0 = [term(3.0, [0.5, -1.0, 2.0, 0.0]), term(1.0, [0.5, -1.0, 2.0, 0.0])]
+    # Row 1 (q=2): candidates 6, 1 | 2, -2 | 4, 0; its positives are 1 and -2.
+    row_1 = [term(1.0, [6.0, 2.0, 4.0, 0.0]), term(-2.0, [6.0, 2.0, 4.0, 0.0])]
+    assert value.item() == pytest.approx(sum(row_0 + row_1) / 4, rel=1e-6)
+
+
+def test_one_positive_is_sentence_transformers_mnrl():
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    torch.manual_seed(1)
+    embeddings = [torch.nn.functional.normalize(torch.randn(6, 16), dim=-1) for _ in range(3)]
+    ours = MultiPositiveRankingLoss(None, num_positives=1).compute_loss_from_embeddings(embeddings)
+
+    class _Model(torch.nn.Module):
+        pass
+
+    theirs = MultipleNegativesRankingLoss(_Model()).compute_loss_from_embeddings(embeddings, None)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+
+
+def test_too_few_columns_is_a_clear_error():
+    loss = MultiPositiveRankingLoss(None, num_positives=3)
+    with pytest.raises(ValueError, match="needs a query column and 3 positive column"):
+        loss.compute_loss_from_embeddings([torch.ones(2, 4), torch.ones(2, 4)])
+    with pytest.raises(ValueError, match="num_positives must be >= 1"):
+        MultiPositiveRankingLoss(None, num_positives=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The data
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mlqa_pairs(shared_data):
+    table = load_parallel(shared_data / "mlqa-r", languages=["en", "de", "es", "ar"])
+    return table, build_training_pairs(table, cross_partners=2, seed=0)
+
+
+def test_extra_positives_are_answers_of_the_same_id_in_other_languages(mlqa_pairs):
+    table, pairs = mlqa_pairs
+    extended = add_parallel_positives(pairs, num_positives=1, seed=0)
+    assert extended.column_names[:3] == ["query", "passage", "passage_2"]
+    answers = {
+        (str(pid), language): answer
+        for pid, language, answer in zip(
+            table["parallel_id"], table["language"], table["answer"], strict=True
+        )
+    }
+    languages_of = {}
+    for pid, language in zip(table["parallel_id"], table["language"], strict=True):
+        languages_of.setdefault(str(pid), set()).add(language)
+    third_language = 0
+    for row in extended:
+        pid = str(row["parallel_id"])
+        owners = [
+            language for (p, language), text in answers.items() if p == pid and text == row["passage_2"]
+        ]
+        assert owners and row["passage_language"] not in owners and row["passage_2"] != row["passage"]
+        others = {
+            language
+            for language in languages_of[pid] - {row["query_language"], row["passage_language"]}
+            if answers[(pid, language)] != row["passage"]  # (an answer may read the same in two languages)
+        }
+        if others:  # a third language is preferred to the query's own
+            assert set(owners) & others
+            third_language += 1
+        else:
+            assert row["query_language"] in owners
+    assert third_language > len(extended) / 2
+    # Only rows whose id has no second answer are dropped (ids in one language); the seed fixes the choice.
+    has_second = [
+        any(
+            answers[(str(pid), language)] != passage
+            for language in languages_of[str(pid)] - {passage_language}
+        )
+        for pid, passage, passage_language in zip(
+            pairs["parallel_id"], pairs["passage"], pairs["passage_language"], strict=True
+        )
+    ]
+    assert len(pairs) > len(extended) == sum(has_second)
+    assert add_parallel_positives(pairs, num_positives=1, seed=0)["passage_2"] == extended["passage_2"]
+    assert add_parallel_positives(pairs, num_positives=1, seed=1)["passage_2"] != extended["passage_2"]
+
+
+def test_rows_without_enough_languages_are_dropped_and_answers_from_keeps_the_others():
+    pairs = Dataset.from_dict(
+        {
+            "query": ["q1-en", "q1-en", "q2-en"],
+            "passage": ["a1-de", "a1-en", "a2-de"],
+            "query_language": ["en", "en", "en"],
+            "passage_language": ["de", "en", "de"],
+            "parallel_id": ["1", "1", "2"],
+        }
+    )
+    extended = add_parallel_positives(pairs, num_positives=1)
+    # Id 1 has answers in de and en: (q1-en, a1-de) gets a1-en and (q1-en, a1-en) gets a1-de; id 2 has one.
+    assert extended["passage_2"] == ["a1-en", "a1-de"]
+    # A row's answers may come from rows that a previous step dropped.
+    only_first = add_parallel_positives(pairs.select([0]), num_positives=1, answers_from=pairs)
+    assert only_first["passage_2"] == ["a1-en"]
+    with pytest.raises(ValueError, match="lower num_positives"):
+        add_parallel_positives(pairs, num_positives=2)
+    with pytest.raises(ValueError, match="add parallel positives once"):
+        add_parallel_positives(extended, num_positives=1)
+    with pytest.raises(ValueError, match="num_positives must be >= 1"):
+        add_parallel_positives(pairs, num_positives=0)
+
+
+def test_the_sampler_never_puts_an_extra_positive_beside_its_owner(mlqa_pairs):
+    _, pairs = mlqa_pairs
+    extended = add_parallel_positives(pairs, num_positives=2, seed=0)
+    metadata = PairMetadata.from_dataset(extended)
+    sampler = HybridBatchSampler(extended, batch_size=16, strategy="cross", seed=0, metadata=metadata)
+    batches = list(sampler)
+    assert len(sampler) == len(batches) > 0
+    texts = [(row["query"], row["passage"], row["passage_2"], row["passage_3"]) for row in extended]
+    for batch in batches:
+        # No text of one row (query or any positive) is a text of another row of the batch.
+        for position, row in enumerate(batch):
+            others = {text for other in batch[:position] + batch[position + 1 :] for text in texts[other]}
+            assert not set(texts[row]) & others
+
+
+# ---------------------------------------------------------------------------------------------
+# examples/train.py
+# ---------------------------------------------------------------------------------------------
+def test_train_script_trains_on_parallel_positives(tiny_model_path, shared_data, tmp_path, monkeypatch):
+    import st_hybrid
+
+    seen = {}
+    real_trainer, real_build_loss = st_hybrid.HybridTrainer, train.build_loss
+
+    def trainer(*args, **kwargs):
+        seen["columns"] = list(kwargs["train_dataset"].column_names)
+        return real_trainer(*args, **kwargs)
+
+    def build_loss(arguments, model):
+        loss = real_build_loss(arguments, model)
+        loss.register_forward_pre_hook(lambda module, args: seen.update(inputs=len(args[0])))
+        seen["loss"] = loss
+        return loss
+
+    monkeypatch.setattr(st_hybrid, "HybridTrainer", trainer)
+    monkeypatch.setattr(train, "build_loss", build_loss)
+    flags = {
+        "model": tiny_model_path,
+        "train_data": str(shared_data / "mlqa-r"),
+        "train_languages": "en,de,es",
+        "max_train_pairs": 400,
+        "strategy": "cross",
+        "batch_size": 8,
+        "max_steps": 2,
+        "eval_data": "null",
+        "max_seq_length": 32,
+        "output_dir": str(tmp_path / "run"),
+        "hard_negatives": 1,
+        "parallel_positives": 1,
+    }
+    results = train.main([token for key, value in flags.items() for token in (f"--{key}", str(value))])
+    assert results["global_step"] == 2
+    assert seen["columns"][:4] == ["query", "passage", "passage_2", "negative"]
+    assert isinstance(seen["loss"], MultiPositiveRankingLoss) and seen["loss"].num_positives == 2
+    assert seen["inputs"] == 4  # query, two positives, one negative
+    assert results["training_arguments"]["prompts"]["passage_2"] == "passage: "
+    assert results["config"]["parallel_positives"] == 1
+    assert "MultiPositiveRankingLoss" in (tmp_path / "run" / "model" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--parallel_positives", "-1"], "parallel_positives must be >= 0"),
+        (["--parallel_positives", "1", "--loss", "cached_mnrl"], "set loss: mnrl"),
+        (
+            ["--parallel_positives", "1", "--loss_directions", "query_to_doc,doc_to_query"],
+            "set loss: mnrl and loss_directions: query_to_doc",
+        ),
+    ],
+)
+def test_bad_parallel_positive_options_are_refused(flags, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        train.main(["--model", "no/such-model", "--eval_data", "null", "--output_dir", str(out), *flags])
+    assert message in capsys.readouterr().err
+    assert not out.exists()
