@@ -226,3 +226,37 @@ def test_bad_parallel_positive_options_are_refused(flags, message, tmp_path, cap
         train.main(["--model", "no/such-model", "--eval_data", "null", "--output_dir", str(out), *flags])
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Across processes
+# ---------------------------------------------------------------------------------------------
+def _full_batch() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    return [torch.nn.functional.normalize(torch.randn(8, 16, generator=generator), dim=-1) for _ in range(4)]
+
+
+def _gathered_loss(rank: int, world_size: int, init_file: str, results: str) -> None:
+    """One process: its half of the rows, scored against every process' candidates."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
+    try:
+        rows = slice(rank * 4, (rank + 1) * 4)
+        local = [column[rows] for column in _full_batch()]
+        loss = MultiPositiveRankingLoss(None, num_positives=2, gather_across_devices=True)
+        Path(results, f"{rank}.txt").write_text(repr(loss.compute_loss_from_embeddings(local).item()))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_with_gathered_candidates_compute_the_full_batch_loss(tmp_path):
+    # Each process' loss is the mean over its rows, against the whole global batch: their mean is the
+    # loss of one process holding every row.
+    torch.multiprocessing.spawn(
+        _gathered_loss, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
+    )
+    per_process = [float((tmp_path / f"{rank}.txt").read_text()) for rank in range(2)]
+    whole = MultiPositiveRankingLoss(None, num_positives=2).compute_loss_from_embeddings(_full_batch())
+    assert sum(per_process) / 2 == pytest.approx(whole.item(), rel=1e-6)
+    assert per_process[0] != pytest.approx(per_process[1])  # each process scored its own rows
