@@ -46,7 +46,7 @@ import yaml
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 
-from st_hybrid.data import is_tatoeba_folder, parallel_positive_columns
+from st_hybrid.data import METADATA_COLUMNS, is_tatoeba_folder, parallel_positive_columns
 from st_hybrid.io import cached_json, changed_inputs, content_hash, path_fingerprint, write_json
 from st_hybrid.mining import LANGUAGE_MODES, negative_columns
 from st_hybrid.sampler import LANGUAGE_WEIGHTINGS, STRATEGIES
@@ -813,8 +813,7 @@ def build_evaluator(arguments: Arguments):
 
 def check_no_leakage(pairs, evaluator) -> None:
     """Refuse to evaluate on text the model trained on (passages and mined negatives): the scores would be inflated."""
-    passage_columns = [c for c in pairs.column_names if c.startswith(("passage", "negative"))]
-    passage_columns.remove("passage_language")
+    passage_columns = [c for c in pairs.column_names if c not in (*METADATA_COLUMNS, "query")]
     passages = {text for column in passage_columns for text in pairs[column]} & set(evaluator.candidate_texts)
     queries = set(pairs["query"]) & set(evaluator.query_texts)
     if passages or queries:

@@ -731,11 +731,9 @@ def add_parallel_positives(
     names = parallel_positive_columns(num_positives)
     for position, name in enumerate(names):
         result = result.add_column(name, [texts[position] for texts in extra])
-    order = list(result.column_names)
-    for name in names:
-        order.remove(name)
-    at = order.index("passage") + 1
-    return result.select_columns(order[:at] + names + order[at:])
+    others = [c for c in result.column_names if c not in names]
+    at = others.index("passage") + 1
+    return result.select_columns(others[:at] + names + others[at:])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ Usage:
     >>> loss = MultiPositiveRankingLoss(model, num_positives=2)
     >>> columns = [["who wrote it?", "wer schrieb es?"], ["She wrote it.", "Sie schrieb es."],
     ...            ["Ella lo escribió.", "Elle l'a écrit."]]  # query, passage, passage_2
-    >>> features = [model.tokenize(texts) for texts in columns]
-    >>> float(loss(features)) > 0
+    >>> features = [model.preprocess(texts) for texts in columns]
+    >>> loss(features).item() > 0
     True
 """
 
@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from sentence_transformers import util
 from sentence_transformers.base.losses.merged_forward import embed_columns
+from sentence_transformers.util import all_gather_with_grad, cos_sim, get_rank, similarity_fct_name
 from torch import Tensor, nn
 
 __all__ = ["MultiPositiveRankingLoss"]
@@ -59,7 +59,7 @@ class MultiPositiveRankingLoss(nn.Module):
         model,
         num_positives: int = 2,
         scale: float = 20.0,
-        similarity_fct=util.cos_sim,
+        similarity_fct=cos_sim,
         gather_across_devices: bool = False,
     ) -> None:
         super().__init__()
@@ -84,8 +84,8 @@ class MultiPositiveRankingLoss(nn.Module):
         batch_size = queries.size(0)
         offset = 0
         if self.gather_across_devices:
-            candidates = [util.all_gather_with_grad(column) for column in candidates]
-            offset = (torch.distributed.get_rank() if torch.distributed.is_initialized() else 0) * batch_size
+            candidates = [all_gather_with_grad(column) for column in candidates]
+            offset = get_rank() * batch_size  # 0 when not distributed
         world_batch = candidates[0].size(0)
         scores = self.similarity_fct(queries, torch.cat(candidates)) * self.scale  # (batch, columns * world)
         # Row i's positives sit at column c * world_batch + offset + i, c < num_positives.
@@ -103,10 +103,6 @@ class MultiPositiveRankingLoss(nn.Module):
         return {
             "num_positives": self.num_positives,
             "scale": self.scale,
-            "similarity_fct": self.similarity_fct.__name__,
+            "similarity_fct": similarity_fct_name(self.similarity_fct),
             "gather_across_devices": self.gather_across_devices,
         }
-
-    @property
-    def citation(self) -> str:
-        return ""
