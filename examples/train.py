@@ -599,7 +599,10 @@ def _prompt_passage_columns(
     """
     prompts = training.prompts
     if isinstance(prompts, dict) and "passage" in prompts and isinstance(prompts["passage"], str):
-        for column in negative_columns(num_negatives) + parallel_positive_columns(num_positives):
+        negatives = negative_columns(num_negatives)
+        if num_positives and num_negatives == 1:
+            negatives = ["negative_1"]  # add_parallel_positives renames a lone `negative`
+        for column in negatives + parallel_positive_columns(num_positives):
             prompts.setdefault(column, prompts["passage"])
 
 

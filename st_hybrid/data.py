@@ -685,6 +685,7 @@ def add_parallel_positives(
 
     Returns:
         ``pairs`` with the columns ``passage_2`` ... after ``passage``, fewer rows if some ids were short.
+        A lone mined ``negative`` column is renamed ``negative_1``, as with several negatives.
 
     Raises:
         ValueError: ``num_positives < 1``, missing columns, or no row with enough languages.
@@ -733,7 +734,11 @@ def add_parallel_positives(
         result = result.add_column(name, [texts[position] for texts in extra])
     others = [c for c in result.column_names if c not in names]
     at = others.index("passage") + 1
-    return result.select_columns(others[:at] + names + others[at:])
+    result = result.select_columns(others[:at] + names + others[at:])
+    if "negative" in result.column_names:
+        # sentence-transformers' collator expects a column named `negative` at index 2 and warns otherwise.
+        result = result.rename_column("negative", "negative_1")
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

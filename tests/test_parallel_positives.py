@@ -149,6 +149,33 @@ def test_rows_without_enough_languages_are_dropped_and_answers_from_keeps_the_ot
         add_parallel_positives(pairs, num_positives=0)
 
 
+def test_a_lone_mined_negative_is_renamed_so_the_collator_does_not_warn(caplog):
+    from sentence_transformers.sentence_transformer import SentenceTransformerDataCollator
+
+    pairs = Dataset.from_dict(
+        {
+            "query": ["q1-en", "q2-en"],
+            "passage": ["a1-de", "a2-de"],
+            "negative": ["n1", "n2"],
+            "query_language": ["en", "en"],
+            "passage_language": ["de", "de"],
+            "parallel_id": ["1", "2"],
+        }
+    )
+    answers = pairs.add_item({**pairs[0], "passage": "a1-fr", "passage_language": "fr"})
+    answers = answers.add_item({**pairs[1], "passage": "a2-fr", "passage_language": "fr"})
+    extended = add_parallel_positives(pairs, num_positives=1, answers_from=answers)
+    assert extended.column_names[:4] == ["query", "passage", "passage_2", "negative_1"]
+    assert extended["negative_1"] == ["n1", "n2"]
+    # sentence-transformers warns when a column named `negative` is not at index 2.
+    collator = SentenceTransformerDataCollator(preprocess_fn=lambda texts, **_: {})
+    with caplog.at_level("WARNING", logger="sentence_transformers.base.data_collator"):
+        collator.maybe_warn_about_column_order(extended.column_names[:4])
+        assert not caplog.records
+        collator.maybe_warn_about_column_order(["query", "passage", "passage_2", "negative"])
+        assert "is at index 3" in caplog.text
+
+
 def test_the_sampler_never_puts_an_extra_positive_beside_its_owner(mlqa_pairs):
     _, pairs = mlqa_pairs
     extended = add_parallel_positives(pairs, num_positives=2, seed=0)
@@ -167,7 +194,9 @@ def test_the_sampler_never_puts_an_extra_positive_beside_its_owner(mlqa_pairs):
 # ---------------------------------------------------------------------------------------------
 # examples/train.py
 # ---------------------------------------------------------------------------------------------
-def test_train_script_trains_on_parallel_positives(tiny_model_path, shared_data, tmp_path, monkeypatch):
+def test_train_script_trains_on_parallel_positives(
+    tiny_model_path, shared_data, tmp_path, monkeypatch, caplog
+):
     import st_hybrid
 
     seen = {}
@@ -201,10 +230,12 @@ def test_train_script_trains_on_parallel_positives(tiny_model_path, shared_data,
     }
     results = train.main([token for key, value in flags.items() for token in (f"--{key}", str(value))])
     assert results["global_step"] == 2
-    assert seen["columns"][:4] == ["query", "passage", "passage_2", "negative"]
+    assert seen["columns"][:4] == ["query", "passage", "passage_2", "negative_1"]
+    assert "is usually expected at index" not in caplog.text  # sentence-transformers' column-order warning
     assert isinstance(seen["loss"], MultiPositiveRankingLoss) and seen["loss"].num_positives == 2
     assert seen["inputs"] == 4  # query, two positives, one negative
-    assert results["training_arguments"]["prompts"]["passage_2"] == "passage: "
+    prompts = results["training_arguments"]["prompts"]
+    assert prompts["passage_2"] == prompts["negative_1"] == "passage: "
     assert results["config"]["parallel_positives"] == 1
     assert "MultiPositiveRankingLoss" in (tmp_path / "run" / "model" / "README.md").read_text()
 
