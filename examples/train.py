@@ -599,9 +599,7 @@ def _prompt_passage_columns(
     """
     prompts = training.prompts
     if isinstance(prompts, dict) and "passage" in prompts and isinstance(prompts["passage"], str):
-        negatives = negative_columns(num_negatives)
-        if num_positives and num_negatives == 1:
-            negatives = ["negative_1"]  # add_parallel_positives renames a lone `negative`
+        negatives = negative_columns(num_negatives, numbered=num_positives > 0)
         for column in negatives + parallel_positive_columns(num_positives):
             prompts.setdefault(column, prompts["passage"])
 

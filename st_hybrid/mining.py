@@ -71,9 +71,15 @@ _OPTIONAL_KEYS = ("answer_id",)
 _GPU_MAX_K = 2048
 
 
-def negative_columns(num_negatives: int) -> list[str]:
-    """Names of the mined columns: ``negative`` for one, ``negative_1`` ... ``negative_n`` for more."""
-    return ["negative"] if num_negatives == 1 else [f"negative_{i}" for i in range(1, num_negatives + 1)]
+def negative_columns(num_negatives: int, numbered: bool = False) -> list[str]:
+    """Names of the mined columns: ``negative`` for one, ``negative_1`` ... ``negative_n`` for more.
+
+    ``numbered=True`` names a lone negative ``negative_1`` too: the name it takes once extra positives stand
+    before it (see :func:`st_hybrid.data.add_parallel_positives`).
+    """
+    if num_negatives == 1 and not numbered:
+        return ["negative"]
+    return [f"negative_{i}" for i in range(1, num_negatives + 1)]
 
 
 # ---------------------------------------------------------------------------------------------
