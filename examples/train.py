@@ -17,7 +17,8 @@ Usage:
 Outputs under ``output_dir``: ``checkpoints/``, ``model/`` (loads with plain ``SentenceTransformer``; its
 README is the model card), with ``--merge_ratio`` also ``model-merged/``, ``eval/{before,after,merged}/``
 (metrics JSON/CSV, pair matrix, heatmap) and ``results.json``; with ``--hard_negatives N`` also
-``hard_negatives/`` (the pairs with negatives mined by the base model, reused while their inputs are unchanged).
+``hard_negatives/`` (the pairs with negatives mined by the base model, or ``--hard_negatives_model``, reused while
+their inputs are unchanged).
 A used ``output_dir`` is refused unless ``--resume`` (continue its last checkpoint) or ``--overwrite`` (start
 over) is given. The zero-shot evaluation in ``eval/before`` is reused only if the model, data, languages and
 prompts are unchanged.
@@ -66,6 +67,7 @@ _NEW_OPTION_DEFAULTS = {
     "loss_directions": ["query_to_doc"],
     "partition_mode": "joint",
     "parallel_positives": 0,
+    "hard_negatives_model": None,
 }
 # Where mined hard negatives come from (see MiningArguments); with hard_negatives 0 none of these options count.
 HARD_NEGATIVE_SOURCES = ("paragraphs", "passages")
@@ -261,13 +263,26 @@ class LossArguments:
 
 @dataclass
 class MiningArguments:
-    """Hard negatives mined with the base model before training (st_hybrid.mining), never from a positive group."""
+    """Hard negatives mined before training (st_hybrid.mining), never from a positive group.
+
+    The base model mines unless ``hard_negatives_model`` names another one, e.g. a small model mining for a
+    large one, whose own encoding would cost more than the training steps it leaves room for.
+    """
 
     hard_negatives: int = field(
         default=0,
         metadata={
             "help": "Mined hard negatives per training pair (columns negative, or negative_1..N), mined once "
-            "with the base model before training and cached under output_dir/hard_negatives; 0: none."
+            "with the base model (or hard_negatives_model) before training and cached under "
+            "output_dir/hard_negatives; 0: none."
+        },
+    )
+    hard_negatives_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Mine with this sentence-transformers model (Hub id or folder), using its own stored "
+            "query/document prompts, instead of the base model; unset: the base model with query_prompt / "
+            "passage_prompt."
         },
     )
     hard_negatives_language: str = field(
@@ -302,6 +317,7 @@ class MiningArguments:
     )
 
     def __post_init__(self) -> None:
+        self.hard_negatives_model = _none_if_null(self.hard_negatives_model)
         if self.hard_negatives < 0:
             raise ValueError(
                 f"hard_negatives must be >= 0 (negatives mined per pair; 0: none), got {self.hard_negatives}."
@@ -868,21 +884,38 @@ def mining_inputs(arguments: Arguments, pairs, corpus: dict | None) -> dict[str,
     The pairs and the corpus are keyed by their content, which covers the data files, languages, cross
     partners, max_train_pairs and the seed that built them; the model by its files; the options by value.
     """
+    miner = arguments.mining.hard_negatives_model
     return {
-        "model": path_fingerprint(arguments.model.model),
+        "model": path_fingerprint(miner or arguments.model.model),
         "max_seq_length": arguments.model.max_seq_length,
-        "prompts": [arguments.model.query_prompt, arguments.model.passage_prompt],
+        # A separate miner uses its stored prompts, which its files (the fingerprint) already cover.
+        "prompts": None if miner else [arguments.model.query_prompt, arguments.model.passage_prompt],
         "pairs": content_hash(pairs.to_dict()),
         "corpus": content_hash(corpus) if corpus is not None else None,
         "options": arguments.mining.mining_options(),
     }
 
 
+def mining_model(arguments: Arguments, model):
+    """The model that mines, and its query and passage prompts (None: the model's stored ones)."""
+    miner = arguments.mining.hard_negatives_model
+    if miner is None:
+        return model, arguments.model.query_prompt, arguments.model.passage_prompt
+    from sentence_transformers import SentenceTransformer
+
+    logger.info("Hard negatives are mined with %s, not the base model.", miner)
+    return SentenceTransformer(miner, device=model.device), None, None
+
+
 def mine_into(folder: Path, arguments: Arguments, pairs, model, corpus: dict | None) -> dict[str, Any]:
-    """Mine with ``model`` (at the training truncation), save the mined pairs to ``folder/pairs``; a summary."""
+    """Mine (at the training truncation), save the mined pairs to ``folder/pairs``; a summary.
+
+    ``model`` is the base model: it mines unless ``hard_negatives_model`` names another one.
+    """
     from st_hybrid import mining
 
     options = arguments.mining
+    model, query_prompt, passage_prompt = mining_model(arguments, model)
     start = time.perf_counter()
     with training_truncation(model, arguments.model.max_seq_length):
         mined = mining.mine_hard_negatives(
@@ -896,8 +929,8 @@ def mine_into(folder: Path, arguments: Arguments, pairs, model, corpus: dict | N
             relative_margin=options.hard_negatives_relative_margin,
             corpus=corpus,
             avoid_training_positives=corpus is not None,
-            query_prompt=arguments.model.query_prompt,
-            passage_prompt=arguments.model.passage_prompt,
+            query_prompt=query_prompt,
+            passage_prompt=passage_prompt,
             batch_size=arguments.evaluation.eval_batch_size,
         )
     seconds = time.perf_counter() - start
@@ -927,7 +960,8 @@ def mine_into(folder: Path, arguments: Arguments, pairs, model, corpus: dict | N
         "pairs": len(mined),
         # HybridBatchSampler's no-repeat unit: a negative that is another pair's text joins their groups.
         "positive_groups": {"before": count_positive_groups(pairs), "after": count_positive_groups(mined)},
-        "mined_with": arguments.model.model,
+        "mined_with": options.hard_negatives_model or arguments.model.model,
+        "mined_with_base_model": options.hard_negatives_model is None,
         "seconds": round(seconds, 1),
     }
 
@@ -991,6 +1025,13 @@ def with_hard_negatives(
     return mined, summary
 
 
+def _miner_words(summary: dict[str, Any]) -> str:
+    # Summaries cached before hard_negatives_model existed were all mined by the base model.
+    if summary.get("mined_with_base_model", True):
+        return "the base model"
+    return f"`{summary['mined_with']}` (not the base model)"
+
+
 def hard_negative_notes(summary: dict[str, Any]) -> str:
     """The model card's paragraph on how the negatives were mined."""
     options = summary["options"]
@@ -1004,7 +1045,7 @@ def hard_negative_notes(summary: dict[str, Any]) -> str:
     )
     return (
         f"**Hard negatives.** Each training pair had {summary['num_negatives']} mined hard negative(s), "
-        f"mined with the base model before training by `st_hybrid.mining.mine_hard_negatives` (faiss): "
+        f"mined with {_miner_words(summary)} before training by `st_hybrid.mining.mine_hard_negatives` (faiss): "
         f"the best-scoring candidates {where}, from {summary['candidates']}, never a "
         "text of the pair's positive group (its translations, the same answer sentence, repeated texts)"
         f"{f' ({limits})' if limits else ''}. {summary['pairs']} of {summary['pairs_before']} pairs got "

@@ -158,6 +158,49 @@ def test_mined_negatives_reach_the_loss_outside_the_positive_group_and_are_cache
     assert recorder.mining_calls == 2 and other["hard_negatives"]["reused"] is False
 
 
+def test_a_separate_mining_model_mines_with_its_own_prompts_and_is_recorded(
+    tiny_model_path, shared_data, tmp_path, monkeypatch
+):
+    """--hard_negatives_model: another model mines (e.g. a small one for a large base), with its stored
+    prompts; the base model trains. The miner is part of the cache key and named in results and card."""
+    from st_hybrid import mining
+    from st_hybrid.testing import build_tiny_model
+
+    miner = build_tiny_model(
+        tmp_path / "miner", seed=7, prompts={"query": "ask: ", "document": "doc: "}, hidden_size=16
+    )
+    calls = []
+    real_mine = mining.mine_hard_negatives
+
+    def mine(pairs, model, **kwargs):
+        calls.append(
+            (model.get_sentence_embedding_dimension(), kwargs["query_prompt"], kwargs["passage_prompt"])
+        )
+        return real_mine(pairs, model, **kwargs)
+
+    monkeypatch.setattr(mining, "mine_hard_negatives", mine)
+    out = tmp_path / "run"
+    results = train.main(
+        _flags(tiny_model_path, out, shared_data, hard_negatives=1, hard_negatives_model=miner)
+    )
+
+    # The 16-dimensional miner mined, with its stored prompts (None: mine_hard_negatives picks them); the
+    # 32-dimensional base model trained, with the run's prompts on the mined column.
+    assert calls == [(16, None, None)]
+    assert results["global_step"] == 2
+    assert results["training_arguments"]["prompts"]["negative"] == "passage: "
+    summary = results["hard_negatives"]
+    assert summary["mined_with"] == miner and summary["mined_with_base_model"] is False
+    card = (out / "model" / "README.md").read_text()
+    assert f"mined with `{miner}` (not the base model)" in card
+
+    # Another miner is another input: the base model's own mining does not reuse the miner's negatives.
+    again = train.main([*_flags(tiny_model_path, out, shared_data, hard_negatives=1), "--overwrite"])
+    assert len(calls) == 2 and calls[1] == (32, "query: ", "passage: ")
+    assert again["hard_negatives"]["reused"] is False and again["hard_negatives"]["mined_with_base_model"]
+    assert "mined with the base model before training" in (out / "model" / "README.md").read_text()
+
+
 def test_paragraph_candidates_exclude_every_answer_of_the_training_data(shared_data, tmp_path):
     """max_train_pairs keeps a subset; the answers it left out (translations of kept answers) stay out of the
     candidates, so language 'any' cannot mine a kept pair's translated answer as its negative."""
@@ -277,6 +320,11 @@ def test_runs_without_hard_negatives_keep_their_cache_keys(tmp_path):
     assert plain.training.prompts == {"query": "query: ", "passage": "passage: "}
     on = train.parse_args([*base, "--hard_negatives", "1"])
     assert train.run_inputs(on)["options"]["hard_negatives"] == 1
+    assert (
+        "hard_negatives_model" not in train.run_inputs(on)["options"]
+    )  # at its default: older caches stay valid
+    miner = train.parse_args([*base, "--hard_negatives", "1", "--hard_negatives_model", "some/miner"])
+    assert train.run_inputs(miner)["options"]["hard_negatives_model"] == "some/miner"
     assert on.training.prompts["negative"] == "passage: "
 
 
