@@ -1158,7 +1158,7 @@ def run_inputs(arguments: Arguments) -> dict[str, Any]:
     # Without mining its options change nothing: left out, so caches of runs made before they existed stay valid.
     if not arguments.mining.hard_negatives:
         for name in (f.name for f in fields(MiningArguments)):
-            options.pop(name)
+            options.pop(name, None)  # some already left out at their defaults above
     training = arguments.training.to_dict()
     return {
         "options": options,
