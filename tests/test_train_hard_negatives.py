@@ -320,9 +320,8 @@ def test_runs_without_hard_negatives_keep_their_cache_keys(tmp_path):
     assert plain.training.prompts == {"query": "query: ", "passage": "passage: "}
     on = train.parse_args([*base, "--hard_negatives", "1"])
     assert train.run_inputs(on)["options"]["hard_negatives"] == 1
-    assert (
-        "hard_negatives_model" not in train.run_inputs(on)["options"]
-    )  # at its default: older caches stay valid
+    # At its default the miner is left out of the inputs: caches of older mining runs stay valid.
+    assert "hard_negatives_model" not in train.run_inputs(on)["options"]
     miner = train.parse_args([*base, "--hard_negatives", "1", "--hard_negatives_model", "some/miner"])
     assert train.run_inputs(miner)["options"]["hard_negatives_model"] == "some/miner"
     assert on.training.prompts["negative"] == "passage: "
