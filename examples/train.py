@@ -289,7 +289,8 @@ class MiningArguments:
         default="passage",
         metadata={
             "help": f"One of {', '.join(LANGUAGE_MODES)}: negatives in the pair's passage language (a mono "
-            "batch stays monolingual), or in any language."
+            "batch stays monolingual), in its query language (for cross pairs: look-alikes in the query's "
+            "own language), or in any language."
         },
     )
     hard_negatives_from: str = field(
@@ -1035,9 +1036,11 @@ def _miner_words(summary: dict[str, Any]) -> str:
 def hard_negative_notes(summary: dict[str, Any]) -> str:
     """The model card's paragraph on how the negatives were mined."""
     options = summary["options"]
-    where = {"passage": "in the language of the pair's passage", "any": "in any language"}[
-        options["language"]
-    ]
+    where = {
+        "passage": "in the language of the pair's passage",
+        "query": "in the language of the pair's query",
+        "any": "in any language",
+    }[options["language"]]
     limits = ", ".join(
         f"{name} {options[name]}"
         for name in ("range_min", "range_max", "absolute_margin", "relative_margin")

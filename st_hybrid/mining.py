@@ -11,7 +11,9 @@ or passage text (transitively). Every text of every row in the group is off limi
 Candidates are the distinct passage texts of the pairs, plus an optional ``corpus`` (e.g.
 :func:`lareqa_corpus`: every sentence of the LAReQA paragraphs). ``language="passage"`` draws a row's
 negatives from its passage's language (the query's language for mono rows, the target language for cross
-rows), so a negative is as hard as the positive on language alone; ``language="any"`` draws from every
+rows), so a negative is as hard as the positive on language alone; ``language="query"`` draws them from the
+query's language (the same for mono rows; for cross rows a look-alike in the query's own language, which a
+language-biased model ranks above the answer in the target language); ``language="any"`` draws from every
 language.
 
 A negative mined from the training passages is *another* row's positive. ``HybridBatchSampler`` keeps such
@@ -62,8 +64,8 @@ __all__ = ["LANGUAGE_MODES", "lareqa_corpus", "mine_hard_negatives", "negative_c
 
 logger = logging.getLogger(__name__)
 
-#: Where negatives may come from: the row's passage language, or every language.
-LANGUAGE_MODES = ("passage", "any")
+#: Where negatives may come from: the row's passage language, its query language, or every language.
+LANGUAGE_MODES = ("passage", "query", "any")
 _REQUIRED_COLUMNS = ("query", "passage", "passage_language", "parallel_id")
 # Grouping keys used when present: rows sharing an answer_id have the same answer sentence.
 _OPTIONAL_KEYS = ("answer_id",)
@@ -190,6 +192,12 @@ def _check_arguments(
         raise ValueError("The pairs dataset is empty: there is nothing to mine negatives for.")
     if language not in LANGUAGE_MODES:
         raise ValueError(f"language must be one of {LANGUAGE_MODES}, got {language!r}.")
+    if language == "query" and "query_language" not in pairs.column_names:
+        raise ValueError(
+            "language='query' draws negatives from each row's query language, but the pairs lack a "
+            "'query_language' column: build them with st_hybrid.data.build_training_pairs, or use "
+            "language='passage' or 'any'."
+        )
     if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
         raise ValueError(f"num_negatives must be an integer >= 1, got {num_negatives!r}.")
     existing = [c for c in pairs.column_names if c == "negative" or c.startswith("negative_")]
@@ -268,7 +276,7 @@ def mine_hard_negatives(
     pairs: Dataset,
     model: SentenceTransformer,
     *,
-    language: Literal["passage", "any"] = "passage",
+    language: Literal["passage", "query", "any"] = "passage",
     num_negatives: int = 1,
     range_min: int = 0,
     range_max: int | None = None,
@@ -292,7 +300,8 @@ def mine_hard_negatives(
         pairs: Training pairs (``query``, ``passage``, ``passage_language``, ``parallel_id``, optionally
             ``answer_id`` and any other metadata), e.g. from :func:`st_hybrid.data.build_training_pairs`.
         model: The model whose embeddings rank the candidates (typically the one about to be trained).
-        language: ``"passage"``: negatives in the row's passage language; ``"any"``: in every language.
+        language: ``"passage"``: negatives in the row's passage language; ``"query"``: in its query language
+            (needs a ``query_language`` column); ``"any"``: in every language.
         num_negatives: Negatives per row: one gives a ``negative`` column, more give ``negative_1`` ...
         range_min: Skip this many of the best-scoring candidates outside the group (near-duplicates).
         range_max: Consider candidates ranked below this (outside the group); ``range_min + num_negatives``
@@ -324,7 +333,10 @@ def mine_hard_negatives(
     """
     range_max = _check_arguments(pairs, language, num_negatives, range_min, range_max)
     key_names = ["parallel_id"] + [name for name in _OPTIONAL_KEYS if name in pairs.column_names]
-    columns = pairs.select_columns(list(dict.fromkeys([*_REQUIRED_COLUMNS, *key_names]))).to_dict()
+    pool_column = ["query_language"] if language == "query" else []
+    columns = pairs.select_columns(
+        list(dict.fromkeys([*_REQUIRED_COLUMNS, *key_names, *pool_column]))
+    ).to_dict()
     queries = np.asarray(columns["query"], dtype=object)
     passages = np.asarray(columns["passage"], dtype=object)
     passage_languages = np.asarray(columns["passage_language"], dtype=object).astype(str)
@@ -370,8 +382,10 @@ def mine_hard_negatives(
     )  # fmt: skip
 
     # Anchors: (query text, pool) - rows with the same key share their search and their negatives.
-    if language == "passage":
-        row_pool, candidate_pool = passage_languages, candidate_language
+    if language in ("passage", "query"):
+        row_language = columns["passage_language" if language == "passage" else "query_language"]
+        row_pool = np.asarray(row_language, dtype=object).astype(str)
+        candidate_pool = candidate_language
     else:
         row_pool, candidate_pool = (
             np.full(num_rows, "*", dtype=object),

@@ -123,7 +123,7 @@ def mine(pairs, topic_of_text, **kwargs):
 
 
 @pytest.mark.parametrize("candidates", ["passages", "passages+corpus", "corpus only"])
-@pytest.mark.parametrize("language", ["passage", "any"])
+@pytest.mark.parametrize("language", ["passage", "query", "any"])
 @pytest.mark.parametrize("seed", range(8))
 def test_never_mines_from_the_positive_group(seed, language, candidates):
     parallel, topic_of_text = random_parallel(seed)
@@ -154,8 +154,9 @@ def test_never_mines_from_the_positive_group(seed, language, candidates):
         negatives = [row[name] for name in negative_columns(num_negatives)]
         assert not texts & set(negatives), (row, texts)
         assert len(set(negatives)) == num_negatives
-        if language == "passage":
-            assert all(row["passage_language"] in languages_of[negative] for negative in negatives)
+        if language != "any":
+            pool = row[f"{language}_language"]
+            assert all(pool in languages_of[negative] for negative in negatives)
         if candidates == "corpus only":
             assert not training_texts & set(negatives)
         elif candidates == "passages":
@@ -245,6 +246,11 @@ def test_language_pools():
     same = mine(pairs, topic_of_text, language="passage")
     assert all(row["passage_language"] in languages_of[row["negative"]] for row in same)
 
+    own = mine(pairs, topic_of_text, language="query")
+    assert all(row["query_language"] in languages_of[row["negative"]] for row in own)
+    cross = [row for row in own if row["query_language"] != row["passage_language"]]
+    assert cross and any(row["passage_language"] not in languages_of[row["negative"]] for row in cross)
+
     anywhere = mine(pairs, topic_of_text, language="any", num_negatives=3, range_max=6)
     other_language = [
         row["passage_language"] not in languages_of[row[name]]
@@ -253,7 +259,11 @@ def test_language_pools():
     ]
     assert any(other_language)  # negatives come from other languages too
     with pytest.raises(ValueError, match="language must be one of"):
-        mine_hard_negatives(pairs, TopicModel(topic_of_text), language="query")
+        mine_hard_negatives(pairs, TopicModel(topic_of_text), language="target")
+    with pytest.raises(ValueError, match="lack a 'query_language' column"):
+        mine_hard_negatives(
+            pairs.remove_columns("query_language"), TopicModel(topic_of_text), language="query"
+        )
 
 
 def test_output_columns_keep_metadata_and_are_deterministic():
