@@ -382,9 +382,10 @@ def mine_hard_negatives(
     )  # fmt: skip
 
     # Anchors: (query text, pool) - rows with the same key share their search and their negatives.
-    if language in ("passage", "query"):
-        row_language = columns["passage_language" if language == "passage" else "query_language"]
-        row_pool = np.asarray(row_language, dtype=object).astype(str)
+    if language == "passage":
+        row_pool, candidate_pool = passage_languages, candidate_language
+    elif language == "query":
+        row_pool = np.asarray(columns["query_language"], dtype=object).astype(str)
         candidate_pool = candidate_language
     else:
         row_pool, candidate_pool = (
