@@ -41,7 +41,7 @@ recipe:  ## the CPU recipe: 500 cross-lingual steps x 32 on MLQA-R + 1 mined har
 # saved as model-merged/); the other ratios are swept on the same subset from the saved weights, no retraining.
 GEMMA_MERGE_RATIOS ?= 0.1 0.2 0.3
 GEMMA_OUT ?= outputs/recipe_gemma_cpu
-recipe-gemma:  ## moonshot: 170 cross-lingual steps x 32 on embeddinggemma-300m, 1 hard negative mined by e5-small (~50 min) + merge sweep on a subset (~6 min)
+recipe-gemma:  ## moonshot: 170 cross-lingual steps x 32 on embeddinggemma-300m, 1 hard negative mined by e5-small (~45-55 min) + merge sweep on a subset (~8 min)
 	GEMMA=$$($(SHARED)/tools/offline-model $(PY) embeddinggemma-300m) && \
 	E5=$$($(SHARED)/tools/offline-model $(PY)) && \
 	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/recipe_gemma_cpu.yaml --model $$GEMMA \
