@@ -67,6 +67,7 @@ _NEW_OPTION_DEFAULTS = {
     "loss_directions": ["query_to_doc"],
     "partition_mode": "joint",
     "parallel_positives": 0,
+    "positive_alignment": 0.0,
     "hard_negatives_model": None,
 }
 # Where mined hard negatives come from (see MiningArguments); with hard_negatives 0 none of these options count.
@@ -232,6 +233,14 @@ class LossArguments:
             "0: one positive, MNRL."
         },
     )
+    positive_alignment: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of MultiPositiveRankingLoss' translation-alignment term: each positive must also "
+            "retrieve the pair's other positives (its translations) among the batch. Needs parallel_positives "
+            ">= 1; 0: off."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -256,6 +265,13 @@ class LossArguments:
                 f"parallel_positives {self.parallel_positives} trains MultiPositiveRankingLoss, which has no "
                 f"{self.loss} / {self.loss_directions} variant: set loss: mnrl and loss_directions: "
                 "query_to_doc, or parallel_positives: 0."
+            )
+        if self.positive_alignment < 0:
+            raise ValueError(f"positive_alignment must be >= 0, got {self.positive_alignment}.")
+        if self.positive_alignment and not self.parallel_positives:
+            raise ValueError(
+                f"positive_alignment {self.positive_alignment} aligns a pair's positives with each other, and "
+                "there is one positive per pair: set parallel_positives >= 1, or positive_alignment 0."
             )
         if self.mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be >= 1, got {self.mini_batch_size}.")
@@ -1087,6 +1103,7 @@ def build_loss(arguments: Arguments, model):
             num_positives=1 + options.parallel_positives,
             scale=options.scale,
             gather_across_devices=options.gather_across_devices,
+            alignment_weight=options.positive_alignment,
         )
     common = {
         "scale": options.scale,

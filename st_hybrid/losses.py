@@ -8,6 +8,10 @@ batch (other rows' positives and negatives, and the row's own mined negatives). 
 out of each other's softmax, so the answers in two languages never compete; each must beat the negatives,
 among them a same-language look-alike when negatives are mined. With one positive it is MNRL.
 
+``alignment_weight > 0`` adds a translation-alignment term at no extra encoding cost: each positive is also an
+anchor that must retrieve the row's other positives (its translations) among the same negatives, so the answers
+of one question move together in passage space whatever their language (what rank distance measures).
+
 Usage:
     >>> import tempfile
     >>> from sentence_transformers import SentenceTransformer
@@ -49,9 +53,13 @@ class MultiPositiveRankingLoss(nn.Module):
         scale: Inverse temperature (sentence-transformers' MNRL default, 20).
         similarity_fct: Similarity of two embedding matrices (default cosine).
         gather_across_devices: Score against the candidates of every process (``torch.distributed``).
+        alignment_weight: Weight of the translation-alignment term (0: none). For each positive ``a`` of row
+            ``i`` and each other positive ``b`` of it: ``-log(exp(s_ab) / (exp(s_ab) + sum_n exp(s_an)))``, ``n``
+            over the same negatives as ``i``'s query; the term is the mean over those (a, b) pairs.
 
     Raises:
-        ValueError: ``num_positives < 1``; at call time, fewer columns than ``1 + num_positives``.
+        ValueError: ``num_positives < 1``, ``alignment_weight < 0``, or an alignment term with one positive; at
+            call time, fewer columns than ``1 + num_positives``.
     """
 
     def __init__(
@@ -61,15 +69,24 @@ class MultiPositiveRankingLoss(nn.Module):
         scale: float = 20.0,
         similarity_fct=cos_sim,
         gather_across_devices: bool = False,
+        alignment_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if num_positives < 1:
             raise ValueError(f"num_positives must be >= 1, got {num_positives}.")
+        if alignment_weight < 0:
+            raise ValueError(f"alignment_weight must be >= 0, got {alignment_weight}.")
+        if alignment_weight and num_positives < 2:
+            raise ValueError(
+                "alignment_weight aligns a row's positives with each other and needs num_positives >= 2 "
+                f"(got {num_positives}): add parallel positives or set alignment_weight 0."
+            )
         self.model = model
         self.num_positives = num_positives
         self.scale = scale
         self.similarity_fct = similarity_fct
         self.gather_across_devices = gather_across_devices
+        self.alignment_weight = alignment_weight
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
@@ -87,17 +104,38 @@ class MultiPositiveRankingLoss(nn.Module):
             candidates = [all_gather_with_grad(column) for column in candidates]
             offset = get_rank() * batch_size  # 0 when not distributed
         world_batch = candidates[0].size(0)
-        scores = self.similarity_fct(queries, torch.cat(candidates)) * self.scale  # (batch, columns * world)
+        everything = torch.cat(candidates)  # (columns * world, dim)
         # Row i's positives sit at column c * world_batch + offset + i, c < num_positives.
-        rows = torch.arange(batch_size, device=scores.device)
+        rows = torch.arange(batch_size, device=queries.device)
         positive_index = (
-            torch.arange(self.num_positives, device=scores.device)[None, :] * world_batch
+            torch.arange(self.num_positives, device=queries.device)[None, :] * world_batch
             + (offset + rows)[:, None]
-        )
-        positive_scores = scores.gather(1, positive_index)  # (batch, num_positives)
-        negative_scores = scores.scatter(1, positive_index, float("-inf"))
-        negative_lse = torch.logsumexp(negative_scores, dim=1, keepdim=True)
-        return (torch.logaddexp(positive_scores, negative_lse) - positive_scores).mean()
+        )  # (batch, num_positives)
+        loss = self._ranking_loss(
+            self.similarity_fct(queries, everything) * self.scale, positive_index
+        ).mean()
+        if self.alignment_weight:
+            loss = loss + self.alignment_weight * self._alignment_loss(everything, positive_index)
+        return loss
+
+    @staticmethod
+    def _ranking_loss(scores: Tensor, positive_index: Tensor) -> Tensor:
+        """``-log softmax`` of each positive against the candidates that are none of the row's positives."""
+        positive_scores = scores.gather(1, positive_index)
+        negative_lse = torch.logsumexp(scores.scatter(1, positive_index, float("-inf")), dim=1, keepdim=True)
+        return torch.logaddexp(positive_scores, negative_lse) - positive_scores
+
+    def _alignment_loss(self, everything: Tensor, positive_index: Tensor) -> Tensor:
+        # Anchors are the local rows' positives, positive-major: anchor k = c * batch + i.
+        batch_size = positive_index.size(0)
+        anchor_index = positive_index.T.reshape(-1)
+        scores = self.similarity_fct(everything[anchor_index], everything) * self.scale
+        terms = self._ranking_loss(scores, positive_index.repeat(self.num_positives, 1))
+        # An anchor scored against itself is no target: drop column c of anchor k = c * batch + i.
+        own = torch.arange(self.num_positives, device=terms.device).repeat_interleave(batch_size)
+        is_target = torch.ones_like(terms, dtype=torch.bool)
+        is_target[torch.arange(terms.size(0), device=terms.device), own] = False
+        return terms[is_target].mean()
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
@@ -105,4 +143,5 @@ class MultiPositiveRankingLoss(nn.Module):
             "scale": self.scale,
             "similarity_fct": similarity_fct_name(self.similarity_fct),
             "gather_across_devices": self.gather_across_devices,
+            "alignment_weight": self.alignment_weight,
         }

@@ -48,6 +48,56 @@ def test_loss_matches_a_hand_computation():
     assert value.item() == pytest.approx(sum(row_0 + row_1) / 4, rel=1e-6)
 
 
+def test_alignment_term_matches_a_hand_computation():
+    # The rows of the test above. Each positive is an anchor that must retrieve its row's other positive among the
+    # candidates that are none of the row's positives; score = anchor * candidate.
+    queries = torch.tensor([[1.0], [2.0]])
+    columns = [torch.tensor([[3.0], [0.5]]), torch.tensor([[1.0], [-1.0]]), torch.tensor([[2.0], [0.0]])]
+    plain = MultiPositiveRankingLoss(None, num_positives=2, scale=1.0, similarity_fct=_identity)
+    aligned = MultiPositiveRankingLoss(
+        None, num_positives=2, scale=1.0, similarity_fct=_identity, alignment_weight=0.5
+    )
+
+    def term(positive: float, negatives: list[float]) -> float:
+        return math.log(math.exp(positive) + sum(math.exp(n) for n in negatives)) - positive
+
+    # Candidates 3, .5 | 1, -1 | 2, 0. Row 0's positives 3 and 1; row 1's .5 and -1.
+    alignment = [
+        term(3.0 * 1.0, [3.0 * x for x in (0.5, -1.0, 2.0, 0.0)]),  # anchor 3 -> target 1
+        term(1.0 * 3.0, [1.0 * x for x in (0.5, -1.0, 2.0, 0.0)]),  # anchor 1 -> target 3
+        term(0.5 * -1.0, [0.5 * x for x in (3.0, 1.0, 2.0, 0.0)]),  # anchor .5 -> target -1
+        term(-1.0 * 0.5, [-1.0 * x for x in (3.0, 1.0, 2.0, 0.0)]),  # anchor -1 -> target .5
+    ]
+    expected = plain.compute_loss_from_embeddings([queries, *columns]).item() + 0.5 * sum(alignment) / 4
+    value = aligned.compute_loss_from_embeddings([queries, *columns])
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_alignment_term_pulls_translations_together():
+    # One gradient step on the positives alone: the alignment term raises the similarity of each row's two
+    # positives, which the query term alone leaves where it is (queries frozen, positives never compete).
+    torch.manual_seed(3)
+    queries = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    start = [torch.nn.functional.normalize(torch.randn(8, 16), dim=-1) for _ in range(3)]
+
+    def translation_similarity(weight: float) -> float:
+        columns = [column.clone().requires_grad_(True) for column in start]
+        loss = MultiPositiveRankingLoss(None, num_positives=2, alignment_weight=weight)
+        loss.compute_loss_from_embeddings([queries, *columns]).backward()
+        moved = [torch.nn.functional.normalize(c - 0.05 * c.grad, dim=-1) for c in columns[:2]]
+        return (moved[0] * moved[1]).sum(dim=1).mean().item()
+
+    assert translation_similarity(1.0) > translation_similarity(0.0) + 0.01
+
+
+def test_alignment_options_are_checked():
+    with pytest.raises(ValueError, match="alignment_weight must be >= 0"):
+        MultiPositiveRankingLoss(None, num_positives=2, alignment_weight=-1.0)
+    with pytest.raises(ValueError, match="needs num_positives >= 2"):
+        MultiPositiveRankingLoss(None, num_positives=1, alignment_weight=1.0)
+    assert MultiPositiveRankingLoss(None, alignment_weight=0.5).get_config_dict()["alignment_weight"] == 0.5
+
+
 def test_one_positive_is_sentence_transformers_mnrl():
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
@@ -227,6 +277,7 @@ def test_train_script_trains_on_parallel_positives(
         "output_dir": str(tmp_path / "run"),
         "hard_negatives": 1,
         "parallel_positives": 1,
+        "positive_alignment": 0.5,
     }
     results = train.main([token for key, value in flags.items() for token in (f"--{key}", str(value))])
     assert results["global_step"] == 2
@@ -237,6 +288,7 @@ def test_train_script_trains_on_parallel_positives(
     prompts = results["training_arguments"]["prompts"]
     assert prompts["passage_2"] == prompts["negative_1"] == "passage: "
     assert results["config"]["parallel_positives"] == 1
+    assert seen["loss"].alignment_weight == results["config"]["positive_alignment"] == 0.5
     assert "MultiPositiveRankingLoss" in (tmp_path / "run" / "model" / "README.md").read_text()
 
 
@@ -245,6 +297,8 @@ def test_train_script_trains_on_parallel_positives(
     [
         (["--parallel_positives", "-1"], "parallel_positives must be >= 0"),
         (["--parallel_positives", "1", "--loss", "cached_mnrl"], "set loss: mnrl"),
+        (["--positive_alignment", "1"], "set parallel_positives >= 1, or positive_alignment 0"),
+        (["--parallel_positives", "1", "--positive_alignment", "-0.5"], "positive_alignment must be >= 0"),
         (
             ["--parallel_positives", "1", "--loss_directions", "query_to_doc,doc_to_query"],
             "set loss: mnrl and loss_directions: query_to_doc",
@@ -267,7 +321,7 @@ def _full_batch() -> list[torch.Tensor]:
     return [torch.nn.functional.normalize(torch.randn(8, 16, generator=generator), dim=-1) for _ in range(4)]
 
 
-def _gathered_loss(rank: int, world_size: int, init_file: str, results: str) -> None:
+def _gathered_loss(rank: int, world_size: int, init_file: str, results: str, alignment_weight: float) -> None:
     """One process: its half of the rows, scored against every process' candidates."""
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
@@ -275,19 +329,23 @@ def _gathered_loss(rank: int, world_size: int, init_file: str, results: str) -> 
     try:
         rows = slice(rank * 4, (rank + 1) * 4)
         local = [column[rows] for column in _full_batch()]
-        loss = MultiPositiveRankingLoss(None, num_positives=2, gather_across_devices=True)
+        loss = MultiPositiveRankingLoss(
+            None, num_positives=2, gather_across_devices=True, alignment_weight=alignment_weight
+        )
         Path(results, f"{rank}.txt").write_text(repr(loss.compute_loss_from_embeddings(local).item()))
     finally:
         torch.distributed.destroy_process_group()
 
 
-def test_two_processes_with_gathered_candidates_compute_the_full_batch_loss(tmp_path):
+@pytest.mark.parametrize("alignment_weight", [0.0, 1.0])
+def test_two_processes_with_gathered_candidates_compute_the_full_batch_loss(tmp_path, alignment_weight):
     # Each process' loss is the mean over its rows, against the whole global batch: their mean is the
     # loss of one process holding every row.
     torch.multiprocessing.spawn(
-        _gathered_loss, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
+        _gathered_loss, args=(2, str(tmp_path / "init"), str(tmp_path), alignment_weight), nprocs=2, join=True
     )
     per_process = [float((tmp_path / f"{rank}.txt").read_text()) for rank in range(2)]
-    whole = MultiPositiveRankingLoss(None, num_positives=2).compute_loss_from_embeddings(_full_batch())
+    whole = MultiPositiveRankingLoss(None, num_positives=2, alignment_weight=alignment_weight)
+    whole = whole.compute_loss_from_embeddings(_full_batch())
     assert sum(per_process) / 2 == pytest.approx(whole.item(), rel=1e-6)
     assert per_process[0] != pytest.approx(per_process[1])  # each process scored its own rows
