@@ -132,9 +132,8 @@ class MultiPositiveRankingLoss(nn.Module):
         scores = self.similarity_fct(everything[anchor_index], everything) * self.scale
         terms = self._ranking_loss(scores, positive_index.repeat(self.num_positives, 1))
         # An anchor scored against itself is no target: drop column c of anchor k = c * batch + i.
-        own = torch.arange(self.num_positives, device=terms.device).repeat_interleave(batch_size)
-        is_target = torch.ones_like(terms, dtype=torch.bool)
-        is_target[torch.arange(terms.size(0), device=terms.device), own] = False
+        columns = torch.arange(self.num_positives, device=terms.device)
+        is_target = columns.repeat_interleave(batch_size)[:, None] != columns[None, :]
         return terms[is_target].mean()
 
     def get_config_dict(self) -> dict[str, Any]:
