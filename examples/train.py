@@ -49,6 +49,7 @@ from transformers import HfArgumentParser
 
 from st_hybrid.data import METADATA_COLUMNS, is_tatoeba_folder, parallel_positive_columns
 from st_hybrid.io import cached_json, changed_inputs, content_hash, path_fingerprint, write_json
+from st_hybrid.losses import POSITIVE_REDUCTIONS
 from st_hybrid.mining import LANGUAGE_MODES, negative_columns
 from st_hybrid.sampler import LANGUAGE_WEIGHTINGS, STRATEGIES
 
@@ -68,6 +69,7 @@ _NEW_OPTION_DEFAULTS = {
     "partition_mode": "joint",
     "parallel_positives": 0,
     "positive_alignment": 0.0,
+    "positive_reduction": "mean",
     "hard_negatives_model": None,
 }
 # Where mined hard negatives come from (see MiningArguments); with hard_negatives 0 none of these options count.
@@ -241,6 +243,14 @@ class LossArguments:
             ">= 1; 0: off."
         },
     )
+    positive_reduction: str = field(
+        default="mean",
+        metadata={
+            "help": "How MultiPositiveRankingLoss combines a query's positives: mean, or hardest (only its "
+            "worst-scored positive, the answer whose language the model disfavours). hardest needs "
+            "parallel_positives >= 1."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -272,6 +282,15 @@ class LossArguments:
             raise ValueError(
                 f"positive_alignment {self.positive_alignment} aligns a pair's positives with each other, and "
                 "there is one positive per pair: set parallel_positives >= 1, or positive_alignment 0."
+            )
+        if self.positive_reduction not in POSITIVE_REDUCTIONS:
+            raise ValueError(
+                f"Unknown positive_reduction {self.positive_reduction!r}: choose one of {list(POSITIVE_REDUCTIONS)}."
+            )
+        if self.positive_reduction != "mean" and not self.parallel_positives:
+            raise ValueError(
+                f"positive_reduction {self.positive_reduction!r} chooses among a pair's positives, and there is "
+                "one positive per pair: set parallel_positives >= 1, or positive_reduction mean."
             )
         if self.mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be >= 1, got {self.mini_batch_size}.")
@@ -1104,6 +1123,7 @@ def build_loss(arguments: Arguments, model):
             scale=options.scale,
             gather_across_devices=options.gather_across_devices,
             alignment_weight=options.positive_alignment,
+            positive_reduction=options.positive_reduction,
         )
     common = {
         "scale": options.scale,

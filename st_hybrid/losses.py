@@ -12,6 +12,10 @@ among them a same-language look-alike when negatives are mined. With one positiv
 anchor that must retrieve the row's other positives (its translations) among the same negatives, so the answers
 of one question move together in passage space whatever their language (what rank distance measures).
 
+``positive_reduction="hardest"`` trains only each query's worst-scored positive (the answer in the language the
+model disfavours for that query) instead of the mean over its positives: the worst-ranked relevant answer is
+what rank distance counts.
+
 Usage:
     >>> import tempfile
     >>> from sentence_transformers import SentenceTransformer
@@ -36,7 +40,10 @@ from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.util import all_gather_with_grad, cos_sim, get_rank, similarity_fct_name
 from torch import Tensor, nn
 
-__all__ = ["MultiPositiveRankingLoss"]
+__all__ = ["POSITIVE_REDUCTIONS", "MultiPositiveRankingLoss"]
+
+#: How a query's per-positive losses combine: their mean, or only the largest (its worst-scored positive).
+POSITIVE_REDUCTIONS = ("mean", "hardest")
 
 
 class MultiPositiveRankingLoss(nn.Module):
@@ -44,7 +51,8 @@ class MultiPositiveRankingLoss(nn.Module):
 
     For query ``i`` and each of its positives ``p``: ``-log(exp(s_ip) / (exp(s_ip) + sum_n exp(s_in)))``,
     ``s = scale * similarity``, ``n`` over every candidate of the batch that is not one of ``i``'s positives;
-    the loss is the mean over queries and positives.
+    the loss is the mean over queries and positives (``positive_reduction="mean"``), or the mean over queries of
+    each query's largest such term (``"hardest"``: its lowest-scored positive, as the negatives are shared).
 
     Args:
         model: The SentenceTransformer model.
@@ -56,10 +64,11 @@ class MultiPositiveRankingLoss(nn.Module):
         alignment_weight: Weight of the translation-alignment term (0: none). For each positive ``a`` of row
             ``i`` and each other positive ``b`` of it: ``-log(exp(s_ab) / (exp(s_ab) + sum_n exp(s_an)))``, ``n``
             over the same negatives as ``i``'s query; the term is the mean over those (a, b) pairs.
+        positive_reduction: ``"mean"`` over a query's positives, or ``"hardest"``: only its worst-scored one.
 
     Raises:
-        ValueError: ``num_positives < 1``, ``alignment_weight < 0``, or an alignment term with one positive; at
-            call time, fewer columns than ``1 + num_positives``.
+        ValueError: ``num_positives < 1``, ``alignment_weight < 0``, an alignment term or ``"hardest"`` with one
+            positive, or an unknown ``positive_reduction``; at call time, fewer columns than ``1 + num_positives``.
     """
 
     def __init__(
@@ -70,6 +79,7 @@ class MultiPositiveRankingLoss(nn.Module):
         similarity_fct=cos_sim,
         gather_across_devices: bool = False,
         alignment_weight: float = 0.0,
+        positive_reduction: str = "mean",
     ) -> None:
         super().__init__()
         if num_positives < 1:
@@ -81,12 +91,22 @@ class MultiPositiveRankingLoss(nn.Module):
                 "alignment_weight aligns a row's positives with each other and needs num_positives >= 2 "
                 f"(got {num_positives}): add parallel positives or set alignment_weight 0."
             )
+        if positive_reduction not in POSITIVE_REDUCTIONS:
+            raise ValueError(
+                f"positive_reduction must be one of {list(POSITIVE_REDUCTIONS)}, got {positive_reduction!r}."
+            )
+        if positive_reduction == "hardest" and num_positives < 2:
+            raise ValueError(
+                "positive_reduction 'hardest' picks the worst-scored of a query's positives and needs "
+                f"num_positives >= 2 (got {num_positives}): add parallel positives or use 'mean'."
+            )
         self.model = model
         self.num_positives = num_positives
         self.scale = scale
         self.similarity_fct = similarity_fct
         self.gather_across_devices = gather_across_devices
         self.alignment_weight = alignment_weight
+        self.positive_reduction = positive_reduction
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
@@ -111,9 +131,10 @@ class MultiPositiveRankingLoss(nn.Module):
             torch.arange(self.num_positives, device=queries.device)[None, :] * world_batch
             + (offset + rows)[:, None]
         )  # (batch, num_positives)
-        loss = self._ranking_loss(
-            self.similarity_fct(queries, everything) * self.scale, positive_index
-        ).mean()
+        terms = self._ranking_loss(self.similarity_fct(queries, everything) * self.scale, positive_index)
+        if self.positive_reduction == "hardest":
+            terms = terms.max(dim=1).values
+        loss = terms.mean()
         if self.alignment_weight:
             loss = loss + self.alignment_weight * self._alignment_loss(everything, positive_index)
         return loss
@@ -143,4 +164,5 @@ class MultiPositiveRankingLoss(nn.Module):
             "similarity_fct": similarity_fct_name(self.similarity_fct),
             "gather_across_devices": self.gather_across_devices,
             "alignment_weight": self.alignment_weight,
+            "positive_reduction": self.positive_reduction,
         }

@@ -48,6 +48,46 @@ def test_loss_matches_a_hand_computation():
     assert value.item() == pytest.approx(sum(row_0 + row_1) / 4, rel=1e-6)
 
 
+def test_hardest_positive_reduction_matches_a_hand_computation():
+    # The rows of the test above; "hardest" keeps each query's larger term: row 0's positive 1 (score 1 < 3),
+    # row 1's positive -2 (score -2 < 1).
+    queries = torch.tensor([[1.0], [2.0]])
+    columns = [torch.tensor([[3.0], [0.5]]), torch.tensor([[1.0], [-1.0]]), torch.tensor([[2.0], [0.0]])]
+    hardest = MultiPositiveRankingLoss(
+        None, num_positives=2, scale=1.0, similarity_fct=_identity, positive_reduction="hardest"
+    )
+
+    def term(positive: float, negatives: list[float]) -> float:
+        return math.log(math.exp(positive) + sum(math.exp(n) for n in negatives)) - positive
+
+    expected = (term(1.0, [0.5, -1.0, 2.0, 0.0]) + term(-2.0, [6.0, 2.0, 4.0, 0.0])) / 2
+    value = hardest.compute_loss_from_embeddings([queries, *columns])
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+    assert hardest.get_config_dict()["positive_reduction"] == "hardest"
+
+
+def test_hardest_positive_gets_the_whole_gradient():
+    # The row's better-scored positive is left alone; the mean moves both.
+    queries = torch.tensor([[1.0, 0.0]])
+    columns = [torch.tensor([[0.9, 0.1]]), torch.tensor([[0.1, 0.9]]), torch.tensor([[0.5, 0.5]])]
+
+    def gradients(reduction: str) -> list[torch.Tensor]:
+        leaves = [column.clone().requires_grad_(True) for column in columns]
+        loss = MultiPositiveRankingLoss(None, num_positives=2, positive_reduction=reduction)
+        loss.compute_loss_from_embeddings([queries, *leaves]).backward()
+        return [leaf.grad.norm().item() for leaf in leaves[:2]]
+
+    assert gradients("hardest")[0] == 0.0 < gradients("hardest")[1]
+    assert min(gradients("mean")) > 0.0
+
+
+def test_positive_reduction_is_checked():
+    with pytest.raises(ValueError, match="positive_reduction must be one of"):
+        MultiPositiveRankingLoss(None, num_positives=2, positive_reduction="max")
+    with pytest.raises(ValueError, match="needs num_positives >= 2"):
+        MultiPositiveRankingLoss(None, num_positives=1, positive_reduction="hardest")
+
+
 def test_alignment_term_matches_a_hand_computation():
     # The rows of the test above. Each positive is an anchor that must retrieve its row's other positive among the
     # candidates that are none of the row's positives; score = anchor * candidate.
@@ -278,6 +318,7 @@ def test_train_script_trains_on_parallel_positives(
         "hard_negatives": 1,
         "parallel_positives": 1,
         "positive_alignment": 0.5,
+        "positive_reduction": "hardest",
     }
     results = train.main([token for key, value in flags.items() for token in (f"--{key}", str(value))])
     assert results["global_step"] == 2
@@ -289,6 +330,7 @@ def test_train_script_trains_on_parallel_positives(
     assert prompts["passage_2"] == prompts["negative_1"] == "passage: "
     assert results["config"]["parallel_positives"] == 1
     assert seen["loss"].alignment_weight == results["config"]["positive_alignment"] == 0.5
+    assert seen["loss"].positive_reduction == results["config"]["positive_reduction"] == "hardest"
     assert "MultiPositiveRankingLoss" in (tmp_path / "run" / "model" / "README.md").read_text()
 
 
@@ -299,6 +341,8 @@ def test_train_script_trains_on_parallel_positives(
         (["--parallel_positives", "1", "--loss", "cached_mnrl"], "set loss: mnrl"),
         (["--positive_alignment", "1"], "set parallel_positives >= 1, or positive_alignment 0"),
         (["--parallel_positives", "1", "--positive_alignment", "-0.5"], "positive_alignment must be >= 0"),
+        (["--positive_reduction", "hardest"], "set parallel_positives >= 1, or positive_reduction mean"),
+        (["--parallel_positives", "1", "--positive_reduction", "max"], "Unknown positive_reduction 'max'"),
         (
             ["--parallel_positives", "1", "--loss_directions", "query_to_doc,doc_to_query"],
             "set loss: mnrl and loss_directions: query_to_doc",
@@ -321,7 +365,7 @@ def _full_batch() -> list[torch.Tensor]:
     return [torch.nn.functional.normalize(torch.randn(8, 16, generator=generator), dim=-1) for _ in range(4)]
 
 
-def _gathered_loss(rank: int, world_size: int, init_file: str, results: str, alignment_weight: float) -> None:
+def _gathered_loss(rank: int, world_size: int, init_file: str, results: str, options: dict) -> None:
     """One process: its half of the rows, scored against every process' candidates."""
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
@@ -329,23 +373,25 @@ def _gathered_loss(rank: int, world_size: int, init_file: str, results: str, ali
     try:
         rows = slice(rank * 4, (rank + 1) * 4)
         local = [column[rows] for column in _full_batch()]
-        loss = MultiPositiveRankingLoss(
-            None, num_positives=2, gather_across_devices=True, alignment_weight=alignment_weight
-        )
+        loss = MultiPositiveRankingLoss(None, num_positives=2, gather_across_devices=True, **options)
         Path(results, f"{rank}.txt").write_text(repr(loss.compute_loss_from_embeddings(local).item()))
     finally:
         torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("alignment_weight", [0.0, 1.0])
-def test_two_processes_with_gathered_candidates_compute_the_full_batch_loss(tmp_path, alignment_weight):
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"alignment_weight": 1.0}, {"positive_reduction": "hardest"}],
+    ids=["plain", "alignment", "hardest"],
+)
+def test_two_processes_with_gathered_candidates_compute_the_full_batch_loss(tmp_path, options):
     # Each process' loss is the mean over its rows, against the whole global batch: their mean is the
     # loss of one process holding every row.
     torch.multiprocessing.spawn(
-        _gathered_loss, args=(2, str(tmp_path / "init"), str(tmp_path), alignment_weight), nprocs=2, join=True
+        _gathered_loss, args=(2, str(tmp_path / "init"), str(tmp_path), options), nprocs=2, join=True
     )
     per_process = [float((tmp_path / f"{rank}.txt").read_text()) for rank in range(2)]
-    whole = MultiPositiveRankingLoss(None, num_positives=2, alignment_weight=alignment_weight)
+    whole = MultiPositiveRankingLoss(None, num_positives=2, **options)
     whole = whole.compute_loss_from_embeddings(_full_batch())
     assert sum(per_process) / 2 == pytest.approx(whole.item(), rel=1e-6)
     assert per_process[0] != pytest.approx(per_process[1])  # each process scored its own rows
