@@ -6,6 +6,7 @@ import csv
 import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -491,3 +492,40 @@ def test_tatoeba_evaluator_reads_the_held_out_side_only(tiny_model, shared_data)
         shared_data / "tatoeba", direction="x-eng", languages=languages, max_per_language=20
     )
     assert to_english.settings == ("multi",) and set(to_english.candidate_texts) <= set(test["question"])
+
+
+def test_worst_relevant_experiment_explains_the_reported_rank_distance(
+    tiny_model_path, shared_data, tmp_path
+):
+    # examples/experiments/worst_relevant.py: its rank distance is the evaluator's, every query's worst relevant
+    # answer is in exactly one language, and each language's mean rank is that of its relevant answers.
+    import importlib.util
+
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "experiments" / "worst_relevant.py"
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    data = str(shared_data / "xquad-r")
+    result = script.main(
+        [
+            "--model",
+            tiny_model_path,
+            "--data",
+            data,
+            "--max-articles",
+            "1",
+            "--output",
+            str(tmp_path / "w.json"),
+        ]
+    )
+    evaluator = LanguageAwareRetrievalEvaluator.from_lareqa(data, max_articles=1, name="xquad-r")
+    report = evaluator.compute_report(SentenceTransformer(tiny_model_path))
+    assert result["rank_distance"] == pytest.approx(report["metrics"]["rank_distance"], rel=1e-9)
+    table = result["by_candidate_language"]
+    assert sorted(table) == sorted(evaluator.layout.languages)
+    assert sum(row["worst_share"] for row in table.values()) == pytest.approx(1.0)
+    assert all(1 <= row["mean_rank"] <= len(evaluator.candidate_ids) for row in table.values())
+    assert json.loads((tmp_path / "w.json").read_text())["num_queries"] == len(evaluator.query_ids)
