@@ -31,3 +31,18 @@ def tiny_model_path(tmp_path_factory) -> str:
     from st_hybrid.testing import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def example_script():
+    """Import a script under examples/ as a module: ``example_script("experiments/checkpoint_soup.py")``."""
+    import importlib.util
+
+    def load(relative: str):
+        path = PROJECT_ROOT / "examples" / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

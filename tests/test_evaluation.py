@@ -6,7 +6,6 @@ import csv
 import json
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -495,18 +494,13 @@ def test_tatoeba_evaluator_reads_the_held_out_side_only(tiny_model, shared_data)
 
 
 def test_worst_relevant_experiment_explains_the_reported_rank_distance(
-    tiny_model_path, shared_data, tmp_path
+    tiny_model_path, shared_data, tmp_path, example_script
 ):
     # examples/experiments/worst_relevant.py: its rank distance is the evaluator's, every query's worst relevant
     # answer is in exactly one language, and each language's mean rank is that of its relevant answers.
-    import importlib.util
-
     from sentence_transformers import SentenceTransformer
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "experiments" / "worst_relevant.py"
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = example_script("experiments/worst_relevant.py")
 
     data = str(shared_data / "xquad-r")
     result = script.main(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -202,22 +201,11 @@ def test_save_merged_from_folders_round_trips(tiny_model_path, tuned_path, tmp_p
     torch.testing.assert_close(torch.as_tensor(reloaded.encode(TEXTS)), torch.as_tensor(merged.encode(TEXTS)))
 
 
-def _example_script(relative: str):
-    """A script under examples/, imported as a module."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "examples" / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_evaluate_model_merge_sweep_matches_the_endpoints(
-    tiny_model_path, tuned_path, shared_data, tmp_path, capsys
+    tiny_model_path, tuned_path, shared_data, tmp_path, capsys, example_script
 ):
     """`--merge-ratios 0 1` must score exactly what the base and the tuned model score on their own."""
-    script = _example_script("evaluate_model.py")
+    script = example_script("evaluate_model.py")
     pool = ["--data", str(shared_data / "xquad-r"), "--languages", "en", "de", "--max-articles", "1"]
     base = script.main(["--model", tiny_model_path, *pool, "--output", str(tmp_path / "base")])
     tuned = script.main(["--model", tuned_path, *pool, "--output", str(tmp_path / "tuned")])
@@ -246,9 +234,9 @@ def test_evaluate_model_merge_sweep_matches_the_endpoints(
 
 
 def test_checkpoint_soup_is_the_uniform_mean_and_keeps_the_last_models_config(
-    tiny_model_path, tuned_path, tmp_path
+    tiny_model_path, tuned_path, tmp_path, example_script
 ):
-    soup_script = _example_script("experiments/checkpoint_soup.py")
+    soup_script = example_script("experiments/checkpoint_soup.py")
     third = _load(tuned_path)
     with torch.no_grad():
         for parameter in third.parameters():

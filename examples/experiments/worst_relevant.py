@@ -3,8 +3,8 @@
 Rank distance (LAReQA's language bias) is, per query, the rank of its worst-ranked relevant answer minus that of its
 best. This experiment for issue 10 says where that worst answer sits: for each candidate language, how often it holds
 a query's worst-ranked relevant answer, and the mean multilingual-pool rank of the relevant answers in it. It
-re-derives the rank distance from the same ranks and checks it against the evaluator's summary, so the table
-explains the number the reports give. Result in docs/results.md.
+re-derives the rank distance from the same ranks (equal to the evaluator's; tests/test_evaluation.py checks it),
+so the table explains the number the reports give. Result in docs/results.md.
 
 Usage:
     .venv/bin/python examples/experiments/worst_relevant.py --model outputs/recipe_pp1_seed42/model-merged \\
