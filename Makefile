@@ -32,7 +32,7 @@ train:  ## the main job: fine-tune multilingual-e5-small on MLQA-R, evaluate on 
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
 	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/default.yaml --model $$BASE_MODEL $(ARGS)
 
-recipe:  ## the CPU recipe: 500 cross-lingual steps x 32 on MLQA-R + 1 mined hard negative + 1 parallel positive, merged with the base at r=0.5, full XQuAD-R (~45 min training + ~20 min mining and evaluation)
+recipe:  ## the CPU recipe: 500 cross-lingual steps x 32 on MLQA-R + 1 mined hard negative + 1 parallel positive (the worse-scored one trains), merged with the base at r=0.5, full XQuAD-R (~45 min training + ~20 min mining and evaluation)
 	BASE_MODEL=$$($(SHARED)/tools/offline-model $(PY)) && \
 	$(VENV)/bin/accelerate launch --num_processes 1 --cpu examples/train.py --config examples/configs/recipe_cpu.yaml --model $$BASE_MODEL $(ARGS)
 
